@@ -1,0 +1,300 @@
+"""The `lipsync` command line: one subcommand per workflow step, each a thin call into the package.
+
+Options travel as JSON (`--options '{"...": ...}'`): the exact config section a rule passes in its
+`params:`, so a rerun happens precisely when that section changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from lipsync import logs
+from lipsync.errors import LipsyncError
+
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def command(name: str, help: str):
+    """Register `run(args)` as subcommand `name`; `arguments(parser)` declares its options."""
+
+    def wrap(arguments):
+        def register(run):
+            _COMMANDS[name] = (help, arguments, run)
+            return run
+
+        return register
+
+    return wrap
+
+
+def _options(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--options is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--options must be a JSON object")
+    return value
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--options", type=_options, default={}, help="config section as JSON")
+
+
+# --- corpus ------------------------------------------------------------------------------------
+
+
+def _corpus_arguments(parser):
+    parser.add_argument("--speaker", required=True)
+    parser.add_argument("--root", required=True, help="folder the corpus is written to or read from")
+    parser.add_argument("--manifest", required=True, help="output TSV, one row per clip")
+    _add_options(parser)
+
+
+@command("download-grid", "download one GRID speaker, verify and unpack it")(_corpus_arguments)
+def _download_grid(args):
+    from lipsync.data import grid
+
+    grid.download_speaker(args.speaker, args.root, args.manifest, **args.options)
+
+
+@command("scan-local", "list one speaker's clips in a GRID folder already on disk")(_corpus_arguments)
+def _scan_local(args):
+    from lipsync.data import local
+
+    local.write_manifest(args.speaker, args.root, args.manifest, **args.options)
+
+
+@command("synthesize", "make one speaker of the synthetic demo corpus")(_corpus_arguments)
+def _synthesize(args):
+    from lipsync.data import synthetic
+
+    synthetic.make_speaker(args.speaker, args.root, args.manifest, **args.options)
+
+
+def _download_arguments(parser):
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--sha256", default=None)
+    parser.add_argument("--output", required=True)
+
+
+@command("download-weights", "fetch model weights (S3FD, Inception) to a local file")(_download_arguments)
+def _download_weights(args):
+    from lipsync.data import download
+
+    download.fetch(args.url, args.output, sha256=args.sha256)
+
+
+# --- preprocessing -------------------------------------------------------------------------------
+
+
+def _shard_arguments(parser):
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--shard", type=int, required=True)
+    parser.add_argument("--shard-size", type=int, required=True)
+    parser.add_argument("--output", required=True)
+    _add_options(parser)
+
+
+def _faces_arguments(parser):
+    _shard_arguments(parser)
+    parser.add_argument("--coverage", required=True, help="output TSV of face coverage per clip")
+    parser.add_argument("--threads", type=int, default=1)
+
+
+@command("faces", "detect, smooth and crop faces for one speaker shard")(_faces_arguments)
+def _faces(args):
+    from lipsync.data import faces
+
+    faces.extract_shard(args.manifest, args.shard, args.shard_size, args.output, args.coverage,
+                        options=args.options, threads=args.threads)
+
+
+@command("mels", "compute LipGAN mel spectrograms for one speaker shard")(_shard_arguments)
+def _mels(args):
+    from lipsync.data import audio
+
+    audio.compute_shard(args.manifest, args.shard, args.shard_size, args.output,
+                        options=args.options)
+
+
+def _splits_arguments(parser):
+    parser.add_argument("--coverage", nargs="+", required=True)
+    parser.add_argument("--mels", nargs="+", required=True)
+    parser.add_argument("--output-dir", required=True)
+    _add_options(parser)
+
+
+@command("splits", "choose GRIDSmall, GRIDFull and GRIDTest clips")(_splits_arguments)
+def _splits(args):
+    from lipsync.data import splits
+
+    splits.write_splits(args.coverage, args.mels, args.output_dir, options=args.options)
+
+
+def _pack_arguments(parser):
+    parser.add_argument("--split", required=True, help="split name (small, full, test)")
+    parser.add_argument("--clips", required=True, help="the split's clip list (TSV)")
+    parser.add_argument("--faces", nargs="+", required=True)
+    parser.add_argument("--mels", nargs="+", required=True)
+    parser.add_argument("--output", required=True)
+    _add_options(parser)
+
+
+@command("pack", "pack one split's crops, mels and sample index into HDF5")(_pack_arguments)
+def _pack(args):
+    from lipsync.data import pack
+
+    pack.pack_split(args.split, args.clips, args.faces, args.mels, args.output,
+                    options=args.options)
+
+
+def _contact_sheet_arguments(parser):
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--max-clips", type=int, default=8)
+
+
+@command("contact-sheet", "write a PNG contact sheet of a dataset's crops")(_contact_sheet_arguments)
+def _contact_sheet(args):
+    from lipsync.data import sheets
+
+    sheets.dataset_contact_sheet(args.dataset, args.output, max_clips=args.max_clips)
+
+
+# --- training and generation --------------------------------------------------------------------
+
+
+def _train_arguments(parser):
+    parser.add_argument("--train-set", required=True)
+    parser.add_argument("--validation-set", default=None)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--output", required=True, help="final generator checkpoint")
+    parser.add_argument("--threads", type=int, default=1, help="DataLoader workers follow this")
+    _add_options(parser)
+
+
+@command("train", "train one model on one training set (resumes from its newest checkpoint)")(
+    _train_arguments
+)
+def _train(args):
+    from lipsync import train
+
+    train.train_run(args.train_set, args.run_dir, args.output, options=args.options,
+                    validation_set=args.validation_set, threads=args.threads)
+
+
+def _generate_arguments(parser):
+    parser.add_argument("--generator", required=True, help="generator checkpoint, or 'identity'")
+    parser.add_argument("--test-set", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--sheet", default=None, help="PNG sample sheet")
+    parser.add_argument("--threads", type=int, default=1)
+    _add_options(parser)
+
+
+@command("generate", "run a generator over the test set's fixed inputs")(_generate_arguments)
+def _generate(args):
+    from lipsync import generate
+
+    generate.generate(args.generator, args.test_set, args.output, sheet=args.sheet,
+                      options=args.options, threads=args.threads)
+
+
+# --- evaluation and report ----------------------------------------------------------------------
+
+
+def _fid_reference_arguments(parser):
+    parser.add_argument("--test-set", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    _add_options(parser)
+
+
+@command("fid-reference", "Inception statistics of the real test faces")(_fid_reference_arguments)
+def _fid_reference(args):
+    from lipsync.metrics import fid
+
+    fid.reference_statistics(args.test_set, args.output, options=args.options,
+                             threads=args.threads)
+
+
+def _score_arguments(parser):
+    parser.add_argument("--generated", required=True)
+    parser.add_argument("--test-set", required=True)
+    parser.add_argument("--fid-reference", required=True)
+    parser.add_argument("--scores", required=True, help="per-sample SSIM/PSNR TSV")
+    parser.add_argument("--summary", required=True, help="JSON of every metric")
+    parser.add_argument("--threads", type=int, default=1)
+    _add_options(parser)
+
+
+@command("score", "FID, SSIM and PSNR of one generated test set")(_score_arguments)
+def _score(args):
+    from lipsync.metrics import evaluate
+
+    evaluate.score_run(args.generated, args.test_set, args.fid_reference, args.scores,
+                       args.summary, options=args.options, threads=args.threads)
+
+
+def _tables_arguments(parser):
+    parser.add_argument("--summaries", nargs="+", required=True, help="metrics/{run}/summary.json")
+    parser.add_argument("--output-dir", required=True)
+    _add_options(parser)
+
+
+@command("tables", "the paper's tables as CSV, Markdown and LaTeX")(_tables_arguments)
+def _tables(args):
+    from lipsync.report import tables
+
+    tables.write_tables(args.summaries, args.output_dir, options=args.options)
+
+
+def _figures_arguments(parser):
+    parser.add_argument("--test-set", required=True)
+    parser.add_argument("--generated", nargs="+", required=True, help="generated/{run}.h5")
+    parser.add_argument("--scores", nargs="+", required=True, help="metrics/{run}/scores.tsv")
+    parser.add_argument("--qualitative", required=True, help="output PNG")
+    parser.add_argument("--distributions", required=True, help="output PNG")
+    _add_options(parser)
+
+
+@command("figures", "qualitative figure and per-frame metric distributions")(_figures_arguments)
+def _figures(args):
+    from lipsync.report import figures
+
+    figures.write_figures(args.test_set, args.generated, args.scores, args.qualitative,
+                          args.distributions, options=args.options)
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lipsync", description=__doc__.splitlines()[0])
+    parser.add_argument("--log", default=None, help="also append log records to this file")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (help, arguments, run) in _COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help, description=help)
+        arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log)
+    try:
+        args.run(args)
+    except LipsyncError as error:
+        logs.get_logger("lipsync").error("%s", error)
+        print(f"lipsync {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
