@@ -1,0 +1,78 @@
+"""Splits (GRIDSmall, GRIDFull, GRIDTest) and one HDF5 training or test set per split."""
+
+
+rule splits:
+    input:
+        coverage=shard_files("results/faces/{speaker}/{shard}.coverage.tsv"),
+        mels=shard_files("results/mels/{speaker}/{shard}.h5"),
+    output:
+        expand("results/splits/{split}.tsv", split=SPLITS),
+        summary=report(
+            "results/splits/summary.tsv",
+            caption="../report/splits.rst",
+            category="Data",
+        ),
+    params:
+        options=section("splits"),
+        output_dir="results/splits",
+        code=code_hash("data/splits.py"),
+    log:
+        "results/logs/splits.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    shell:
+        "lipsync --log {log} splits --coverage {input.coverage} --mels {input.mels}"
+        " --output-dir {params.output_dir} --options {params.options:q}"
+
+
+rule pack:
+    input:
+        clips="results/splits/{split}.tsv",
+        faces=shard_files("results/faces/{speaker}/{shard}.h5"),
+        mels=shard_files("results/mels/{speaker}/{shard}.h5"),
+    output:
+        "results/datasets/{split}.h5",
+    params:
+        options=lambda w: json.dumps(
+            {
+                "samples": config["samples"],
+                "dataset": config["dataset"],
+                "audio": {k: config["audio"][k] for k in ("sample_rate", "hop_length")},
+                "video": {"fps": config["video"]["fps"]},
+                "seed": config["splits"]["seed"],
+            },
+            sort_keys=True,
+        ),
+        code=code_hash("data/pack.py", "data/samples.py"),
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    log:
+        "results/logs/pack/{split}.log",
+    benchmark:
+        "results/benchmarks/pack/{split}.tsv"
+    conda:
+        "../../envs/lipsync.yaml"
+    shell:
+        "lipsync --log {log} pack --split {wildcards.split} --clips {input.clips}"
+        " --faces {input.faces} --mels {input.mels} --output {output}"
+        " --options {params.options:q}"
+
+
+rule contact_sheet:
+    input:
+        "results/datasets/{split}.h5",
+    output:
+        report(
+            "results/figures/contact_sheet_{split}.png",
+            caption="../report/contact_sheet.rst",
+            category="Data",
+        ),
+    params:
+        code=code_hash("data/sheets.py", "data/dataset.py"),
+    log:
+        "results/logs/contact_sheet/{split}.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    shell:
+        "lipsync --log {log} contact-sheet --dataset {input} --output {output}"

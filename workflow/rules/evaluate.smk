@@ -1,0 +1,51 @@
+"""Metrics: FID reference statistics once, then FID, SSIM and PSNR per generated test set."""
+
+
+rule fid_reference:
+    input:
+        test_set="results/datasets/test.h5",
+        weights=fid_weights(),
+    output:
+        "results/metrics/fid_reference.npz",
+    params:
+        options=section("evaluate", "fid"),
+        code=code_hash("metrics/fid.py"),
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    log:
+        "results/logs/fid_reference.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    shell:
+        "lipsync --log {log} fid-reference --test-set {input.test_set} --output {output}"
+        " --threads {threads} --options {params.options:q}"
+
+
+rule score:
+    input:
+        generated="results/generated/{run}.h5",
+        test_set="results/datasets/test.h5",
+        fid_reference="results/metrics/fid_reference.npz",
+        weights=fid_weights(),
+    output:
+        scores="results/metrics/{run}/scores.tsv",
+        summary="results/metrics/{run}/summary.json",
+    params:
+        options=section("evaluate"),
+        code=code_hash("metrics"),
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    log:
+        "results/logs/score/{run}.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    shell:
+        "lipsync --log {log} score --generated {input.generated} --test-set {input.test_set}"
+        " --fid-reference {input.fid_reference} --scores {output.scores}"
+        " --summary {output.summary} --threads {threads} --options {params.options:q}"

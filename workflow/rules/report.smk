@@ -1,0 +1,60 @@
+"""Report: the paper's tables and figures, all collected by `snakemake --report`."""
+
+TABLES = ["fid", "ssim_psnr", "dataset_impact"]
+
+
+localrules:
+    tables,
+
+
+rule tables:
+    input:
+        expand("results/metrics/{run}/summary.json", run=evaluated_runs()),
+    output:
+        expand("results/tables/{table}.{ext}", table=TABLES, ext=["csv", "tex"]),
+        [
+            report(
+                f"results/tables/{table}.md",
+                caption=f"../report/table_{table}.rst",
+                category="Tables",
+            )
+            for table in TABLES
+        ],
+    params:
+        output_dir="results/tables",
+        code=code_hash("report/tables.py"),
+    log:
+        "results/logs/tables.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    shell:
+        "lipsync --log {log} tables --summaries {input} --output-dir {params.output_dir}"
+
+
+rule figures:
+    input:
+        test_set="results/datasets/test.h5",
+        generated=expand("results/generated/{run}.h5", run=evaluated_runs()),
+        scores=expand("results/metrics/{run}/scores.tsv", run=evaluated_runs()),
+    output:
+        qualitative=report(
+            "results/figures/qualitative.png",
+            caption="../report/qualitative.rst",
+            category="Figures",
+        ),
+        distributions=report(
+            "results/figures/distributions.png",
+            caption="../report/distributions.rst",
+            category="Figures",
+        ),
+    params:
+        options=section("report"),
+        code=code_hash("report/figures.py"),
+    log:
+        "results/logs/figures.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    shell:
+        "lipsync --log {log} figures --test-set {input.test_set} --generated {input.generated}"
+        " --scores {input.scores} --qualitative {output.qualitative}"
+        " --distributions {output.distributions} --options {params.options:q}"
