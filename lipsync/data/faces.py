@@ -1,0 +1,255 @@
+"""Face tracks for one speaker shard: detect, interpolate, smooth, pad, crop to S x S, write HDF5.
+
+Per-clip input problems (a missing, empty, truncated-to-nothing or undecodable video, no video
+stream, a frame rate other than `video.fps`, no face, face coverage below `faces.min_coverage`)
+exclude that clip: it gets a coverage row with status `excluded` and the reason, no HDF5 group,
+and the shard goes on. Problems of the whole shard (unreadable manifest, missing detector
+weights, unknown detector) raise a LipsyncError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import cv2
+import h5py
+import numpy as np
+import pandas as pd
+
+from lipsync import provenance
+from lipsync.data import decode, detectors
+from lipsync.data.manifest import ClipEntry, read_shard
+from lipsync.errors import InputError
+from lipsync.io import atomic_path, write_tsv
+from lipsync.logs import get_logger
+from lipsync.progress import progress
+
+log = get_logger(__name__)
+
+COVERAGE_COLUMNS = ["speaker", "clip", "frames", "detected", "coverage", "status", "reason"]
+
+# Schema defaults (workflow/schemas/config.schema.yaml), so a partial dict works in tests and REPLs.
+FACES_DEFAULTS = {
+    "detector": "opencv",
+    "s3fd_weights": "results/weights/s3fd.pth",
+    "padding": {"top": 0.0, "bottom": 0.0, "left": 0.0, "right": 0.0},
+    "smoothing_frames": 5,
+    "detect_every": 1,
+    "min_coverage": 0.9,
+    "image_size": 96,
+    "opencv": {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 60},
+}
+VIDEO_DEFAULTS = {"fps": 25, "frames_per_clip": 75}
+# A decoded rate within this of video.fps counts as equal (MPEG stores 25 as 25/1 exactly).
+FPS_TOLERANCE = 1e-3
+
+
+def _merged(defaults: dict, given: dict | None) -> dict:
+    out = dict(defaults)
+    for key, value in (given or {}).items():
+        out[key] = {**defaults[key], **value} if isinstance(defaults.get(key), dict) else value
+    return out
+
+
+@dataclass
+class ClipFaces:
+    """The outcome for one clip: crops and boxes when kept, a reason when excluded."""
+
+    entry: ClipEntry
+    frames: int = 0
+    detected: int = 0
+    coverage: float = 0.0
+    status: str = "ok"
+    reason: str = ""
+    fps: float = 0.0
+    crops: np.ndarray | None = field(default=None, repr=False)
+    boxes: np.ndarray | None = field(default=None, repr=False)
+    detected_mask: np.ndarray | None = field(default=None, repr=False)
+
+    def coverage_row(self) -> dict:
+        return {"speaker": self.entry.speaker, "clip": self.entry.clip, "frames": self.frames,
+                "detected": self.detected, "coverage": round(self.coverage, 6),
+                "status": self.status, "reason": self.reason}
+
+
+def sampled_frames(n_frames: int, detect_every: int) -> np.ndarray:
+    """Frames the detector runs on: every `detect_every`-th, plus the last so nothing is extrapolated."""
+    sampled = np.arange(0, n_frames, max(1, detect_every))
+    if n_frames and sampled[-1] != n_frames - 1:
+        sampled = np.append(sampled, n_frames - 1)
+    return sampled
+
+
+def track_boxes(sampled: np.ndarray, found: list[np.ndarray | None],
+                n_frames: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A box for every frame from detections on the `sampled` frames (None where none was found).
+
+    Boxes are linearly interpolated between frames with a detection and held constant beyond the
+    first and last one. `detected[i]` is True when frame i's box rests only on successful
+    detections: it was detected itself, or lies between two neighbouring sampled frames that both
+    found a face. None when no sampled frame has a face.
+    """
+    ok = np.array([box is not None for box in found], dtype=bool)
+    if not ok.any():
+        return None
+    known_frames = sampled[ok]
+    known_boxes = np.stack([box for box in found if box is not None])
+    everything = np.arange(n_frames)
+    boxes = np.stack([np.interp(everything, known_frames, known_boxes[:, c]) for c in range(4)],
+                     axis=1)
+    # Each frame's bracketing sampled frames: the one at or before it and the one at or after it.
+    after = np.clip(np.searchsorted(sampled, everything, side="left"), 0, len(sampled) - 1)
+    before = np.clip(np.searchsorted(sampled, everything, side="right") - 1, 0, len(sampled) - 1)
+    detected = ok[before] & ok[after]
+    return boxes, detected
+
+
+def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average of each coordinate over `window` frames (fewer at the clip's ends)."""
+    n_frames = len(boxes)
+    if window <= 1 or n_frames < 2:
+        return boxes.copy()
+    start = np.clip(np.arange(n_frames) - window // 2, 0, n_frames)
+    stop = np.clip(np.arange(n_frames) - window // 2 + window, 0, n_frames)
+    cumulative = np.concatenate([np.zeros((1, boxes.shape[1])), np.cumsum(boxes, axis=0)])
+    return (cumulative[stop] - cumulative[start]) / (stop - start)[:, None]
+
+
+def pad_boxes(boxes: np.ndarray, padding: dict, width: int, height: int) -> np.ndarray:
+    """Grow boxes by fractions of their own height (top, bottom) and width (left, right), clamped."""
+    x0, y0, x1, y1 = (boxes[:, c] for c in range(4))
+    box_width, box_height = x1 - x0, y1 - y0
+    padded = np.stack([x0 - padding["left"] * box_width, y0 - padding["top"] * box_height,
+                       x1 + padding["right"] * box_width, y1 + padding["bottom"] * box_height],
+                      axis=1)
+    padded[:, [0, 2]] = np.clip(padded[:, [0, 2]], 0, width)
+    padded[:, [1, 3]] = np.clip(padded[:, [1, 3]], 0, height)
+    return padded
+
+
+def crop_faces(frames: np.ndarray, boxes: np.ndarray, image_size: int) -> np.ndarray:
+    """Cut each frame's box (rounded to whole pixels, at least 1 x 1) and resize with INTER_AREA."""
+    height, width = frames.shape[1:3]
+    crops = np.empty((len(frames), image_size, image_size, 3), dtype=np.uint8)
+    for i, (frame, box) in enumerate(zip(frames, boxes, strict=True)):
+        x0, y0 = int(np.clip(round(box[0]), 0, width - 1)), int(np.clip(round(box[1]), 0, height - 1))
+        x1, y1 = max(x0 + 1, int(round(box[2]))), max(y0 + 1, int(round(box[3])))
+        crops[i] = cv2.resize(frame[y0:y1, x0:x1], (image_size, image_size),
+                              interpolation=cv2.INTER_AREA)
+    return crops
+
+
+def process_clip(entry: ClipEntry, detector: detectors.Detector, faces: dict,
+                 video: dict) -> ClipFaces:
+    """Decode one clip and track its face; input problems give an excluded ClipFaces, not an error."""
+    result = ClipFaces(entry)
+    try:
+        frames, fps = decode.read_video(entry.video)
+    except InputError as error:
+        result.status, result.reason = "excluded", str(error)
+        return result
+    result.frames, result.fps = len(frames), fps
+    if abs(fps - float(video["fps"])) > FPS_TOLERANCE:
+        result.status = "excluded"
+        result.reason = f"{entry.video}: frame rate {fps:g} fps, config video.fps is {video['fps']:g}"
+        return result
+
+    sampled = sampled_frames(len(frames), int(faces["detect_every"]))
+    tracked = track_boxes(sampled, detector.detect(frames[sampled]), len(frames))
+    if tracked is None:
+        result.status, result.reason = "excluded", f"{entry.video}: no face found in any frame"
+        return result
+    boxes, detected = tracked
+    result.detected = int(detected.sum())
+    result.coverage = float(detected.mean())
+    if result.coverage < float(faces["min_coverage"]):
+        result.status = "excluded"
+        result.reason = (f"{entry.video}: face in {result.detected} of {result.frames} frames, "
+                         f"coverage {result.coverage:.3f} < faces.min_coverage {faces['min_coverage']}")
+        return result
+
+    notes = []
+    if result.frames < int(video["frames_per_clip"]):
+        notes.append(f"{result.frames} frames, fewer than video.frames_per_clip "
+                     f"{video['frames_per_clip']}")
+    if result.detected < result.frames:
+        notes.append(f"{result.frames - result.detected} frames without a face filled by "
+                     "interpolation")
+    result.reason = "; ".join(notes)
+
+    boxes = smooth_boxes(boxes, int(faces["smoothing_frames"]))
+    boxes = pad_boxes(boxes, faces["padding"], frames.shape[2], frames.shape[1])
+    result.boxes = boxes.astype(np.float32)
+    result.crops = crop_faces(frames, boxes, int(faces["image_size"]))
+    result.detected_mask = detected
+    return result
+
+
+def _write_clip(handle: h5py.File, result: ClipFaces) -> None:
+    group = handle.create_group(f"clips/{result.entry.clip}")
+    # One chunk per clip: the packer reads clips whole; light gzip keeps a speaker near 1 GB.
+    group.create_dataset("crops", data=result.crops, chunks=result.crops.shape,
+                         compression="gzip", compression_opts=1)
+    group.create_dataset("frames", data=np.arange(result.frames, dtype=np.int32))
+    group.create_dataset("boxes", data=result.boxes)
+    group.create_dataset("detected", data=result.detected_mask.astype(bool))
+    group.attrs["speaker"] = result.entry.speaker
+    group.attrs["fps"] = result.fps
+    group.attrs["video"] = result.entry.video
+    group.attrs["coverage"] = result.coverage
+
+
+def extract_shard(manifest: str | os.PathLike, shard: int, shard_size: int,
+                  output: str | os.PathLike, coverage: str | os.PathLike, *,
+                  options: dict, threads: int = 1) -> pd.DataFrame:
+    """Face crops of one manifest shard into HDF5 `output`, one coverage row per clip into `coverage`.
+
+    `options` = {"faces": faces config section, "video": video config section}. The HDF5 file has
+    `/clips/{clip}/crops` (uint8 K x S x S x 3 RGB, every decoded frame), `frames` (int32 frame
+    index), `boxes` (float32 K x 4, x0 y0 x1 y1 of the region cropped: smoothed, padded, clamped),
+    `detected` (bool K, see `track_boxes`), group attrs speaker and fps, and file attrs `options`
+    and `provenance` (JSON). Excluded clips have no group. Returns the coverage table.
+    """
+    faces = _merged(FACES_DEFAULTS, options.get("faces"))
+    video = _merged(VIDEO_DEFAULTS, options.get("video"))
+    entries = read_shard(manifest, shard, shard_size)
+    threads = max(1, int(threads))
+    # Parallelism is across clips (the thread pool below); OpenCV's own pool would oversubscribe.
+    cv2.setNumThreads(1)
+    detector = detectors.build(faces)  # shard-level: missing weights stop the job here
+    if faces["detector"] == "s3fd":
+        import torch
+
+        torch.set_num_threads(threads)
+
+    rows = []
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as handle:
+        handle.create_group("clips")
+        handle.attrs["options"] = json.dumps({"faces": faces, "video": video}, sort_keys=True)
+        handle.attrs["provenance"] = json.dumps(provenance.describe(), sort_keys=True)
+        handle.attrs["shard"] = shard
+        handle.attrs["shard_size"] = shard_size
+        if entries:  # a manifest holds one speaker; later stages read it from here
+            handle.attrs["speaker"] = entries[0].speaker
+
+        def work(entry: ClipEntry) -> ClipFaces:
+            return process_clip(entry, detector, faces, video)
+
+        # Threads overlap decoding with detection (both release the GIL); map keeps clip order.
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            results = pool.map(work, entries) if threads > 1 else map(work, entries)
+            for result in progress(results, total=len(entries), desc=f"faces shard {shard}",
+                                   unit="clip"):
+                if result.status == "ok":
+                    _write_clip(handle, result)
+                else:
+                    log.warning("excluded %s: %s", result.entry.clip, result.reason)
+                rows.append(result.coverage_row())
+    table = pd.DataFrame(rows, columns=COVERAGE_COLUMNS)
+    write_tsv(coverage, table)
+    kept = int((table["status"] == "ok").sum()) if len(table) else 0
+    log.info("faces shard %d: %d of %d clips kept", shard, kept, len(table))
+    return table
