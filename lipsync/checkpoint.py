@@ -1,0 +1,81 @@
+"""Self-describing training checkpoints and generator files: save atomically, find, load."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lipsync.errors import InputError
+from lipsync.io import atomic_path
+
+_NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
+
+
+def checkpoint_path(folder: str | os.PathLike, samples: int) -> Path:
+    # Zero-padded sample count: names sort in training order.
+    return Path(folder) / f"checkpoint-{samples:012d}.pt"
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """Checkpoints in `folder`, oldest first (temporary files of interrupted saves ignored)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
+    checkpoints = list_checkpoints(folder)
+    return checkpoints[-1] if checkpoints else None
+
+
+def save(path: str | os.PathLike, state: dict) -> Path:
+    """torch.save `state` to `path` atomically (a killed job leaves no half-written file)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def prune(folder: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (keep <= 0 keeps all)."""
+    if keep <= 0:
+        return
+    for old in list_checkpoints(folder)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def load(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint or generator file written by `save` (our own files: not weights-only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise InputError(path, f"not a readable torch checkpoint ({error})") from None
+    if not isinstance(state, dict) or "generator" not in state or "model" not in state:
+        raise InputError(path, "not a lipsync checkpoint (no generator state or model name)")
+    return state
+
+
+def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu"
+                   ) -> tuple[nn.Module, dict]:
+    """The generator stored in a final generator file or a training checkpoint, in eval mode."""
+    from lipsync.models import registry
+
+    state = load(path)
+    pair = registry.build(state["model"], state["model_options"])
+    generator = pair.generator
+    try:
+        generator.load_state_dict(state["generator"])
+    except RuntimeError as error:
+        raise InputError(path, f"generator weights do not fit model {state['model']!r}: "
+                               f"{error}") from None
+    info = {k: v for k, v in state.items()
+            if k not in ("generator", "discriminator", "optimizers", "scalers", "rng")}
+    return generator.to(device).eval(), info

@@ -1,0 +1,116 @@
+"""The training loop: bit-identical resume, SIGTERM checkpointing, NaN stop, real packed data."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from fakes import FakeLipSyncDataset
+from helpers import make_shard_files
+
+from lipsync import checkpoint as ckpt
+from lipsync.errors import LipsyncError, TrainingError
+from lipsync.train import TrainingInterrupted, epoch_order, train_run, training_loop
+
+TINY_RUN = {"batch_size": 4, "checkpoint_every_samples": 8, "log_every_samples": 8,
+            "num_workers": 0, "progress_bar": False, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train(run_dir, total_samples, model="lipgan", dataset=None, **options):
+    model_options = {"width": 0.0625, **({"n_critic": 2} if model != "lipgan" else {})}
+    return training_loop(train_set=dataset or FakeLipSyncDataset(12), run_dir=run_dir,
+                         model=model, model_options=model_options,
+                         total_samples=total_samples, **{**TINY_RUN, **options})
+
+
+def generator_state(path):
+    return ckpt.load(path)["generator"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("model", ["lipgan", "l1wgan_gp"])
+def test_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_run(tmp_path, model):
+    # 12 samples, batch 4: 3 batches per epoch, so the stop at 20 samples falls mid-epoch.
+    whole = train(tmp_path / "whole", 40, model)
+    first = train(tmp_path / "split", 20, model)
+    assert first["samples"] == 20
+    second = train(tmp_path / "split", 40, model)
+    assert second["resumed_from"].endswith("checkpoint-000000000020.pt")
+    assert_same_weights(generator_state(whole["output"]), generator_state(second["output"]))
+    # and training did move the weights
+    fresh = train(tmp_path / "short", 4, model)
+    assert any(not torch.equal(a, b) for a, b in zip(
+        generator_state(fresh["output"]).values(), generator_state(whole["output"]).values(), strict=True))
+
+
+def test_sigterm_saves_a_checkpoint_then_a_rerun_resumes_to_the_same_weights(tmp_path):
+    whole = train(tmp_path / "whole", 32)
+    # the sample read in the 2nd batch of epoch 0 sends SIGTERM, as SLURM does at its limit
+    trigger = int(epoch_order(12, 0, 0)[5])
+    with pytest.raises(TrainingInterrupted, match="SIGTERM") as stopped:
+        train(tmp_path / "run", 32, dataset=FakeLipSyncDataset(12, sigterm_at=trigger),
+              checkpoint_every_samples=1000)
+    saved = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert saved is not None and str(saved) in str(stopped.value)
+    assert ckpt.load(saved)["samples"] < 32
+    assert not (tmp_path / "run" / "generator.pt").exists()
+    resumed = train(tmp_path / "run", 32, checkpoint_every_samples=1000)
+    assert resumed["resumed_from"] == str(saved)
+    assert_same_weights(generator_state(whole["output"]), generator_state(resumed["output"]))
+
+
+def test_non_finite_loss_stops_with_an_error_naming_the_last_good_checkpoint(tmp_path):
+    bad = int(epoch_order(12, 0, 0)[9])  # read in the 3rd batch, after the checkpoint at 8
+    with pytest.raises(TrainingError, match="non-finite") as error:
+        train(tmp_path / "run", 40, dataset=FakeLipSyncDataset(12, nan_at=bad))
+    good = tmp_path / "run" / "checkpoints" / "checkpoint-000000000008.pt"
+    assert f"last good checkpoint: {good}" in str(error.value)
+    assert good.exists()
+
+
+def test_resuming_with_other_model_options_is_refused(tmp_path):
+    train(tmp_path / "run", 8)
+    with pytest.raises(LipsyncError, match="model_options"):
+        training_loop(train_set=FakeLipSyncDataset(12), run_dir=tmp_path / "run",
+                      model_options={"width": 0.125}, total_samples=16, **TINY_RUN)
+
+
+def test_train_run_on_a_packed_split_writes_a_self_describing_generator(tmp_path):
+    from lipsync.data.pack import pack_split
+
+    shards = make_shard_files(tmp_path, clips=2, n_frames=20, mel_steps=70)
+    clips = tmp_path / "clips.tsv"
+    pd.DataFrame([("s1", c) for c in shards.clips["s1"]], columns=["speaker", "clip"]).to_csv(
+        clips, sep="\t", index=False)
+    packed = tmp_path / "small.h5"
+    pack_split("small", clips, shards.faces, shards.mels, packed, options={})
+    output = tmp_path / "generator.pt"
+    options = {"model": "l1wgan_gp", "model_options": {"width": 0.0625, "n_critic": 2},
+               "total_samples": 8, **TINY_RUN}
+    train_run(packed, tmp_path / "run", output, options=options, validation_set=packed)
+    generator, info = ckpt.load_generator(output)
+    assert info["model"] == "l1wgan_gp" and info["model_options"]["n_critic"] == 2
+    assert info["config"]["train_set"] == str(packed)
+    assert "libraries" in info["provenance"]
+    assert set(info["validation"]) >= {"l1", "ssim", "psnr"}
+    saved = json.loads((tmp_path / "run" / "training_options.json").read_text())
+    assert saved["model_options"]["width"] == 0.0625
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert any("validation_ssim" in json.loads(line) for line in lines)
+    with pytest.raises(LipsyncError, match="bach_size"):
+        train_run(packed, tmp_path / "other", output, options={"bach_size": 4})
