@@ -507,6 +507,33 @@ def export_generator(output, generator, model: str, model_options: dict, config:
                               "provenance": describe()})
 
 
+def _set_aside_stale_checkpoints(run_dir: Path, train_set, options: dict) -> None:
+    """Keep checkpoints only while they belong to this job's training set and settings.
+
+    Snakemake reruns a training job for two reasons: its last attempt was killed (resume from
+    the newest checkpoint) or its inputs or settings changed (start over). A fingerprint of the
+    training set file and the options that fix the weights tells the two apart; checkpoints of
+    another fingerprint are moved aside, never deleted.
+    """
+    checkpoints = run_dir / "checkpoints"
+    stat = os.stat(train_set)
+    fingerprint = {
+        "train_set": {"path": os.path.abspath(train_set), "size": stat.st_size,
+                      "mtime_ns": stat.st_mtime_ns},
+        **{key: options.get(key, DEFAULTS.get(key)) for key in _RESUME_KEYS},
+    }
+    fingerprint_path = run_dir / "checkpoints.fingerprint.json"
+    if checkpoints.exists() and any(checkpoints.iterdir()):
+        previous = (json.loads(fingerprint_path.read_text())
+                    if fingerprint_path.exists() else None)
+        if previous != json.loads(json.dumps(fingerprint)):
+            stale = run_dir / f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+            checkpoints.rename(stale)
+            log.info("training set or settings changed since %s was written: moved to %s, "
+                     "starting over", checkpoints, stale)
+    write_json(fingerprint_path, fingerprint)
+
+
 def train_run(train_set, run_dir, output, *, options: dict, validation_set=None,
               threads: int = 1) -> dict:
     """CLI entry (`lipsync train`): options = {"model", "model_options", any training_loop key}."""
@@ -516,6 +543,7 @@ def train_run(train_set, run_dir, output, *, options: dict, validation_set=None,
         raise LipsyncError(f"unknown training option(s) {', '.join(unknown)}; "
                            f"known: {', '.join(sorted(DEFAULTS))}")
     options.setdefault("num_workers", max(0, threads))
+    _set_aside_stale_checkpoints(Path(run_dir), train_set, options)
     return training_loop(train_set=train_set, run_dir=run_dir, validation_set=validation_set,
                          output=output, **options)
 
