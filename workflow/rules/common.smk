@@ -10,7 +10,20 @@ from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
 
-PACKAGE = Path(workflow.basedir) / "lipsync"
+def _package_folder():
+    """The lipsync source the jobs run: the checkout's, else the installed package's."""
+    checkout = Path(workflow.basedir) / "lipsync"
+    if checkout.is_dir():
+        return checkout
+    import importlib.util
+
+    spec = importlib.util.find_spec("lipsync")
+    if spec is None or not spec.submodule_search_locations:
+        raise WorkflowError("cannot find the lipsync package: install it (pip install -e .)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+PACKAGE = _package_folder()
 SPLITS = ["small", "full", "test"]
 NO_VIDEO_SPEAKERS = {"s21"}  # GRID speaker 21 was recorded without video
 
