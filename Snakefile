@@ -22,7 +22,14 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+wildcard_constraints:
+    speaker="s[0-9]+",
+    shard="[0-9]+",
+    split="small|full|test",
+    run="[A-Za-z0-9_.-]+",
+
+
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

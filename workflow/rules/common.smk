@@ -1,14 +1,16 @@
-"""Helpers and target lists shared by the rule files: speakers, shards, options and code hashes."""
+"""Helpers and target lists shared by all rule files (speakers, shards, options, code hashes)."""
 
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
+
 
 def _package_folder():
     """The lipsync source the jobs run: the checkout's, else the installed package's."""
@@ -19,7 +21,9 @@ def _package_folder():
 
     spec = importlib.util.find_spec("lipsync")
     if spec is None or not spec.submodule_search_locations:
-        raise WorkflowError("cannot find the lipsync package: install it (pip install -e .)")
+        raise WorkflowError(
+            "cannot find the lipsync package: install it (pip install -e .)"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -37,13 +41,6 @@ def _speakers():
 
 
 SPEAKERS = _speakers()
-
-
-wildcard_constraints:
-    speaker="s[0-9]+",
-    shard="[0-9]+",
-    split="small|full|test",
-    run="[A-Za-z0-9_.-]+",
 
 
 def options(*keys, **extra):
@@ -96,7 +93,12 @@ def local_clips(speaker):
     """Clip ids of a speaker in a local corpus, listed at DAG-build time (a directory listing)."""
     from lipsync.data import local
 
-    clips = [entry.clip for entry in local.find_clips(speaker, corpus_root(), audio=config["data"]["audio"])]
+    clips = [
+        entry.clip
+        for entry in local.find_clips(
+            speaker, corpus_root(), audio=config["data"]["audio"]
+        )
+    ]
     limit = config["data"]["max_clips_per_speaker"]
     return clips[:limit] if limit else clips
 
@@ -111,7 +113,9 @@ def clip_count(speaker):
 
 def shards(speaker):
     size = config["data"]["shard_size"]
-    return [0] if size == 0 else list(range(max(1, math.ceil(clip_count(speaker) / size))))
+    return (
+        [0] if size == 0 else list(range(max(1, math.ceil(clip_count(speaker) / size))))
+    )
 
 
 def shard_files(pattern):
@@ -162,7 +166,9 @@ def s3fd_weights():
 
 def all_targets():
     return (
-        expand("results/tables/{table}.md", table=["fid", "ssim_psnr", "dataset_impact"])
+        expand(
+            "results/tables/{table}.md", table=["fid", "ssim_psnr", "dataset_impact"]
+        )
         + ["results/figures/qualitative.png", "results/figures/distributions.png"]
         + expand("results/figures/contact_sheet_{split}.png", split=["test"])
         + expand("results/generated/{run}.png", run=evaluated_runs())

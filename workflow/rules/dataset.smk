@@ -12,14 +12,14 @@ rule splits:
             caption="../report/splits.rst",
             category="Data",
         ),
-    params:
-        options=section("splits"),
-        output_dir="results/splits",
-        code=code_hash("data/splits.py"),
     log:
         "results/logs/splits.log",
     conda:
         "../../envs/lipsync.yaml"
+    params:
+        options=section("splits"),
+        output_dir=lambda w, output: os.path.dirname(output[0]),
+        code=code_hash("data/splits.py"),
     shell:
         "lipsync --log {log} splits --coverage {input.coverage} --mels {input.mels}"
         " --output-dir {params.output_dir} --options {params.options:q}"
@@ -32,27 +32,29 @@ rule pack:
         mels=shard_files("results/mels/{speaker}/{shard}.h5"),
     output:
         "results/datasets/{split}.h5",
-    params:
-        options=lambda w: json.dumps(
-            {
-                "samples": config["samples"],
-                "dataset": config["dataset"],
-                "audio": {k: config["audio"][k] for k in ("sample_rate", "hop_length")},
-                "video": {"fps": config["video"]["fps"]},
-                "seed": config["splits"]["seed"],
-            },
-            sort_keys=True,
-        ),
-        code=code_hash("data/pack.py", "data/samples.py"),
-    resources:
-        mem_mb=4000,
-        runtime=240,
     log:
         "results/logs/pack/{split}.log",
     benchmark:
         "results/benchmarks/pack/{split}.tsv"
     conda:
         "../../envs/lipsync.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        options=lambda w: json.dumps(
+            {
+                "samples": config["samples"],
+                "dataset": config["dataset"],
+                "audio": {
+                    k: config["audio"][k] for k in ("sample_rate", "hop_length")
+                },
+                "video": {"fps": config["video"]["fps"]},
+                "seed": config["splits"]["seed"],
+            },
+            sort_keys=True,
+        ),
+        code=code_hash("data/pack.py", "data/samples.py"),
     shell:
         "lipsync --log {log} pack --split {wildcards.split} --clips {input.clips}"
         " --faces {input.faces} --mels {input.mels} --output {output}"
@@ -68,11 +70,11 @@ rule contact_sheet:
             caption="../report/contact_sheet.rst",
             category="Data",
         ),
-    params:
-        code=code_hash("data/sheets.py", "data/dataset.py"),
     log:
         "results/logs/contact_sheet/{split}.log",
     conda:
         "../../envs/lipsync.yaml"
+    params:
+        code=code_hash("data/sheets.py", "data/dataset.py"),
     shell:
         "lipsync --log {log} contact-sheet --dataset {input} --output {output}"

@@ -2,17 +2,25 @@
 
 SOURCE = config["data"]["source"]
 
+
 localrules:
-    download_grid,
     download_s3fd,
     download_inception,
 
 
 if SOURCE == "grid":
 
+    localrules:
+        download_grid,
+
     rule download_grid:
         output:
             manifest="results/corpus/{speaker}.tsv",
+        log:
+            "results/logs/download_grid/{speaker}.log",
+        retries: 2
+        conda:
+            "../../envs/lipsync.yaml"
         params:
             root=corpus_root(),
             options=lambda w: options(
@@ -20,12 +28,9 @@ if SOURCE == "grid":
                 audio=config["data"]["audio"],
                 max_clips_per_speaker=config["data"]["max_clips_per_speaker"],
             ),
-            code=code_hash("data/download.py", "data/grid.py", "data/local.py", "data/manifest.py"),
-        log:
-            "results/logs/download_grid/{speaker}.log",
-        retries: 2
-        conda:
-            "../../envs/lipsync.yaml"
+            code=code_hash(
+                "data/download.py", "data/grid.py", "data/local.py", "data/manifest.py"
+            ),
         shell:
             "lipsync --log {log} download-grid --speaker {wildcards.speaker} --root {params.root}"
             " --manifest {output.manifest} --options {params.options:q}"
@@ -35,6 +40,10 @@ elif SOURCE == "local":
     rule scan_local:
         output:
             manifest="results/corpus/{speaker}.tsv",
+        log:
+            "results/logs/scan_local/{speaker}.log",
+        conda:
+            "../../envs/lipsync.yaml"
         params:
             root=corpus_root(),
             # The clip list is part of the params: adding a clip reruns only its speaker's jobs.
@@ -44,10 +53,6 @@ elif SOURCE == "local":
                 max_clips_per_speaker=config["data"]["max_clips_per_speaker"],
             ),
             code=code_hash("data/local.py", "data/manifest.py"),
-        log:
-            "results/logs/scan_local/{speaker}.log",
-        conda:
-            "../../envs/lipsync.yaml"
         shell:
             "lipsync --log {log} scan-local --speaker {wildcards.speaker} --root {params.root}"
             " --manifest {output.manifest} --options {params.options:q}"
@@ -57,6 +62,10 @@ else:
     rule synthesize:
         output:
             manifest="results/corpus/{speaker}.tsv",
+        log:
+            "results/logs/synthesize/{speaker}.log",
+        conda:
+            "../../envs/lipsync.yaml"
         params:
             root=corpus_root(),
             options=lambda w: options(
@@ -66,10 +75,6 @@ else:
                 frames_per_clip=config["video"]["frames_per_clip"],
             ),
             code=code_hash("data/synthetic.py", "data/local.py", "data/manifest.py"),
-        log:
-            "results/logs/synthesize/{speaker}.log",
-        conda:
-            "../../envs/lipsync.yaml"
         shell:
             "lipsync --log {log} synthesize --speaker {wildcards.speaker} --root {params.root}"
             " --manifest {output.manifest} --options {params.options:q}"
@@ -78,14 +83,14 @@ else:
 rule download_s3fd:
     output:
         config["faces"]["s3fd_weights"],
-    params:
-        url=config["faces"]["s3fd_url"],
-        sha256=config["faces"]["s3fd_sha256"] or "",
     log:
         "results/logs/download_s3fd.log",
     retries: 2
     conda:
         "../../envs/lipsync.yaml"
+    params:
+        url=config["faces"]["s3fd_url"],
+        sha256=config["faces"]["s3fd_sha256"] or "",
     shell:
         "lipsync --log {log} download-weights --url {params.url:q} --output {output:q}"
         " $( [ -n '{params.sha256}' ] && echo --sha256 {params.sha256} )"
@@ -94,14 +99,14 @@ rule download_s3fd:
 rule download_inception:
     output:
         config["evaluate"]["fid"]["weights"],
-    params:
-        url=config["evaluate"]["fid"]["url"],
-        sha256=config["evaluate"]["fid"]["sha256"] or "",
     log:
         "results/logs/download_inception.log",
     retries: 2
     conda:
         "../../envs/lipsync.yaml"
+    params:
+        url=config["evaluate"]["fid"]["url"],
+        sha256=config["evaluate"]["fid"]["sha256"] or "",
     shell:
         "lipsync --log {log} download-weights --url {params.url:q} --output {output:q}"
         " $( [ -n '{params.sha256}' ] && echo --sha256 {params.sha256} )"

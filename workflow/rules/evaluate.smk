@@ -7,18 +7,18 @@ rule fid_reference:
         weights=fid_weights(),
     output:
         "results/metrics/fid_reference.npz",
-    params:
-        options=section("evaluate", "fid"),
-        code=code_hash("metrics/fid.py"),
+    log:
+        "results/logs/fid_reference.log",
+    conda:
+        "../../envs/lipsync.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=60,
-    log:
-        "results/logs/fid_reference.log",
-    conda:
-        "../../envs/lipsync.yaml"
+    params:
+        options=section("evaluate", "fid"),
+        code=code_hash("metrics/fid.py"),
     shell:
         "lipsync --log {log} fid-reference --test-set {input.test_set} --output {output}"
         " --threads {threads} --options {params.options:q}"
@@ -33,18 +33,18 @@ rule score:
     output:
         scores="results/metrics/{run}/scores.tsv",
         summary="results/metrics/{run}/summary.json",
-    params:
-        options=section("evaluate"),
-        code=code_hash("metrics"),
+    log:
+        "results/logs/score/{run}.log",
+    conda:
+        "../../envs/lipsync.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=60,
-    log:
-        "results/logs/score/{run}.log",
-    conda:
-        "../../envs/lipsync.yaml"
+    params:
+        options=section("evaluate"),
+        code=code_hash("metrics"),
     shell:
         "lipsync --log {log} score --generated {input.generated} --test-set {input.test_set}"
         " --fid-reference {input.fid_reference} --scores {output.scores}"

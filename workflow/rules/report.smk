@@ -20,13 +20,13 @@ rule tables:
             )
             for table in TABLES
         ],
-    params:
-        output_dir="results/tables",
-        code=code_hash("report/tables.py"),
     log:
         "results/logs/tables.log",
     conda:
         "../../envs/lipsync.yaml"
+    params:
+        output_dir=lambda w, output: os.path.dirname(output[0]),
+        code=code_hash("report/tables.py"),
     shell:
         "lipsync --log {log} tables --summaries {input} --output-dir {params.output_dir}"
 
@@ -47,13 +47,13 @@ rule figures:
             caption="../report/distributions.rst",
             category="Figures",
         ),
-    params:
-        options=section("report"),
-        code=code_hash("report/figures.py"),
     log:
         "results/logs/figures.log",
     conda:
         "../../envs/lipsync.yaml"
+    params:
+        options=section("report"),
+        code=code_hash("report/figures.py"),
     shell:
         "lipsync --log {log} figures --test-set {input.test_set} --generated {input.generated}"
         " --scores {input.scores} --qualitative {output.qualitative}"

@@ -9,21 +9,21 @@ rule train:
         validation_set="results/datasets/test.h5",
     output:
         protected("results/train/{run}/generator.pt"),
-    params:
-        options=lambda w: run_options(w.run),
-        run_dir="results/train/{run}",
-        code=code_hash("train.py", "checkpoint.py", "models", "data/dataset.py"),
-    threads: 4
-    resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=lambda w, attempt: 24 * 60 * attempt,
     log:
         "results/logs/train/{run}.log",
     benchmark:
         "results/benchmarks/train/{run}.tsv"
     conda:
         "../../envs/lipsync.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=lambda w, attempt: 24 * 60 * attempt,
+    params:
+        options=lambda w: run_options(w.run),
+        run_dir=lambda w, output: os.path.dirname(output[0]),
+        code=code_hash("train.py", "checkpoint.py", "models", "data/dataset.py"),
     shell:
         "lipsync --log {log} train --train-set {input.train_set}"
         " --validation-set {input.validation_set} --run-dir {params.run_dir}"
@@ -32,7 +32,9 @@ rule train:
 
 rule generate:
     input:
-        generator=lambda w: [] if w.run == "identity" else f"results/train/{w.run}/generator.pt",
+        generator=lambda w: (
+            [] if w.run == "identity" else f"results/train/{w.run}/generator.pt"
+        ),
         test_set="results/datasets/test.h5",
     output:
         faces="results/generated/{run}.h5",
@@ -42,18 +44,18 @@ rule generate:
             category="Generated faces",
             labels={"run": "{run}"},
         ),
-    params:
-        generator=lambda w, input: input.generator or "identity",
-        code=code_hash("generate.py", "models", "data/dataset.py", "data/sheets.py"),
+    log:
+        "results/logs/generate/{run}.log",
+    conda:
+        "../../envs/lipsync.yaml"
     threads: 2
     resources:
         gpu=lambda w: 0 if w.run == "identity" else 1,
         mem_mb=8000,
         runtime=60,
-    log:
-        "results/logs/generate/{run}.log",
-    conda:
-        "../../envs/lipsync.yaml"
+    params:
+        generator=lambda w, input: input.generator or "identity",
+        code=code_hash("generate.py", "models", "data/dataset.py", "data/sheets.py"),
     shell:
         "lipsync --log {log} generate --generator {params.generator} --test-set {input.test_set}"
         " --output {output.faces} --sheet {output.sheet} --threads {threads}"
