@@ -1,0 +1,235 @@
+"""The demo DAG end to end, then what Snakemake plans after each kind of change, and killed jobs.
+
+One complete demo run (module fixture) is shared by every test here; each change test only asks
+Snakemake for its plan (`-n`) and undoes its change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+import yaml
+from test_workflow import planned_jobs
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = "workflow/demo.yaml"
+pytestmark = pytest.mark.slow
+
+
+def _copy_project(destination: Path) -> Path:
+    destination.mkdir(parents=True)
+    for name in ("Snakefile", "config.yaml", "workflow", "envs", "lipsync"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def _environment(project: Path) -> dict:
+    # Jobs import the project copy's package, so an edit there is what they run.
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(project)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def run_snakemake(project: Path, *args: str, configfiles=(DEMO,), timeout=1500,
+                  check=True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", *args, "--cores", "2",
+               "--configfile", *configfiles]
+    result = subprocess.run(command, cwd=project, env=_environment(project), capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-6000:]}")
+    return result
+
+
+def plan(project: Path, *targets: str, configfiles=(DEMO,)) -> dict[str, int]:
+    result = run_snakemake(project, *targets, "-n", configfiles=configfiles, timeout=300)
+    return planned_jobs(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    project = _copy_project(tmp_path_factory.mktemp("demo") / "project")
+    run_snakemake(project)
+    return project
+
+
+def test_demo_runs_the_whole_dag(demo):
+    results = demo / "results"
+    for split in ("small", "full", "test"):
+        with h5py.File(results / "datasets" / f"{split}.h5") as dataset:
+            assert len(dataset["samples/crop"]) > 0
+    with h5py.File(results / "datasets" / "test.h5") as test_set:
+        n_samples = len(test_set["samples/crop"])
+        assert (test_set["samples/reference"][:] >= 0).all()
+    for run in ("lipgan-small", "lipgan-full", "l1wgan_gp-full", "wgan_gp-full"):
+        assert (results / "train" / run / "generator.pt").exists()
+    for run in ("identity", "lipgan-small", "lipgan-full", "l1wgan_gp-full", "wgan_gp-full"):
+        with h5py.File(results / "generated" / f"{run}.h5") as generated:
+            assert generated["faces"].shape == (n_samples, 96, 96, 3)
+        summary = json.loads((results / "metrics" / run / "summary.json").read_text())
+        assert summary
+    for table in ("fid", "ssim_psnr", "dataset_impact"):
+        for extension in ("csv", "md", "tex"):
+            assert (results / "tables" / f"{table}.{extension}").stat().st_size > 0
+    assert (results / "figures" / "qualitative.png").stat().st_size > 0
+    assert (results / "figures" / "distributions.png").stat().st_size > 0
+
+
+def test_report_collects_tables_and_figures(demo):
+    run_snakemake(demo, "--report", "report.html", timeout=300)
+    html = (demo / "report.html").read_text(errors="replace")
+    assert "qualitative.png" in html and "fid.md" in html
+
+
+# --- incremental reruns --------------------------------------------------------------------------
+
+
+def test_a_second_run_plans_nothing(demo):
+    assert plan(demo) == {}
+
+
+def _extra_config(project: Path, name: str, values: dict) -> str:
+    path = project / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path.name
+
+
+def test_a_training_setting_plans_only_that_model_and_what_follows(demo):
+    extra = _extra_config(demo, "n_critic", {"training": {"models": {"l1wgan_gp": {"n_critic": 3}}}})
+    jobs = plan(demo, configfiles=(DEMO, extra))
+    assert jobs == {"train": 1, "generate": 1, "score": 1, "tables": 1, "figures": 1, "all": 1}
+
+
+def test_face_padding_plans_faces_and_downstream_but_no_download(demo):
+    extra = _extra_config(demo, "padding", {"faces": {"padding": {"top": 0.1}}})
+    jobs = plan(demo, configfiles=(DEMO, extra))
+    assert "synthesize" not in jobs and "mels" not in jobs
+    assert jobs["faces"] == 4  # two speakers x two shards
+    assert jobs["pack"] == 3 and jobs["train"] == 4 and jobs["score"] == 5
+    assert jobs["splits"] == 1 and jobs["fid_reference"] == 1
+
+
+def test_an_edited_module_plans_the_jobs_that_run_it_and_their_dependents(demo):
+    module = demo / "lipsync" / "data" / "audio.py"
+    original = module.read_text()
+    module.write_text(original + "\n# an edit\n")
+    try:
+        jobs = plan(demo)
+    finally:
+        module.write_text(original)
+    assert jobs["mels"] == 4
+    assert "faces" not in jobs and "synthesize" not in jobs
+    assert jobs["splits"] == 1 and jobs["pack"] == 3 and jobs["train"] == 4
+
+    module = demo / "lipsync" / "report" / "tables.py"
+    original = module.read_text()
+    module.write_text(original + "\n# an edit\n")
+    try:
+        jobs = plan(demo)
+    finally:
+        module.write_text(original)
+    assert jobs == {"tables": 1, "all": 1}
+
+
+def test_one_more_speaker_plans_only_its_preprocessing_and_the_aggregates(demo):
+    extra = _extra_config(demo, "speaker", {"data": {"speakers": ["s1", "s2", "s3"]}})
+    jobs = plan(demo, configfiles=(DEMO, extra))
+    assert jobs["synthesize"] == 1 and jobs["faces"] == 2 and jobs["mels"] == 2
+    assert jobs["splits"] == 1 and jobs["pack"] == 3
+
+
+@pytest.fixture(scope="module")
+def local_corpus(demo, tmp_path_factory) -> tuple[Path, str]:
+    """The demo's synthetic clips as a `local` corpus (mirror layout), preprocessed once."""
+    project = _copy_project(tmp_path_factory.mktemp("local") / "project")
+    corpus = project.parent / "corpus"
+    shutil.copytree(demo / "results" / "corpus" / "synthetic", corpus)
+    extra = _extra_config(project, "local", {"data": {"source": "local",
+                                                      "local": {"root": str(corpus)}}})
+    targets = [f"results/datasets/{split}.h5" for split in ("small", "full", "test")]
+    run_snakemake(project, *targets, configfiles=(DEMO, extra))
+    return project, extra
+
+
+def test_one_more_clip_plans_only_its_speakers_preprocessing_and_the_aggregates(local_corpus):
+    project, extra = local_corpus
+    corpus = project.parent / "corpus"
+    clips = sorted((corpus / "s2").glob("*.mpg"))
+    new_clip = clips[0].with_name("sgbz9n.mpg")
+    shutil.copy2(clips[0], new_clip)
+    alignment = corpus / "alignments" / "s2" / f"{clips[0].stem}.align"
+    new_alignment = alignment.with_name("sgbz9n.align")
+    shutil.copy2(alignment, new_alignment)
+    try:
+        targets = [f"results/datasets/{split}.h5" for split in ("small", "full", "test")]
+        jobs = plan(project, *targets, configfiles=(DEMO, extra))
+    finally:
+        new_clip.unlink()
+        new_alignment.unlink()
+    # s2 now has 9 clips: three shards of 4, all rerun as the speaker's manifest changed.
+    assert jobs["scan_local"] == 1
+    assert jobs["faces"] == jobs["mels"] == 3
+    assert jobs["splits"] == 1 and jobs["pack"] == 3
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+
+def test_killed_training_job_leaves_no_output_and_resumes_from_its_checkpoint(demo):
+    extra = _extra_config(demo, "long", {
+        "training": {"runs": {"lipgan-long": {"model": "lipgan", "train_set": "small",
+                                              "total_samples": 100000,
+                                              "checkpoint_every_samples": 16}}}})
+    target = "results/train/lipgan-long/generator.pt"
+    run_dir = demo / "results" / "train" / "lipgan-long"
+    command = [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile", DEMO,
+               extra]
+    process = subprocess.Popen(command, cwd=demo, env=_environment(demo),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((run_dir / "checkpoints").glob("*.pt")):
+            assert process.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(1)
+        time.sleep(3)
+        os.killpg(process.pid, signal.SIGTERM)
+        time.sleep(5)
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        process.wait(timeout=60)
+    assert not (run_dir / "generator.pt").exists()
+    assert not list(run_dir.glob(".generator.pt.*"))
+    saved = sorted((run_dir / "checkpoints").glob("*.pt"))
+    assert saved
+
+    run_snakemake(demo, "--unlock", configfiles=(DEMO, extra), timeout=120)
+    # The rerun finishes a shorter budget from the checkpoint rather than starting over.
+    short = _extra_config(demo, "long", {
+        "training": {"runs": {"lipgan-long": {"model": "lipgan", "train_set": "small",
+                                              "total_samples": 64,
+                                              "checkpoint_every_samples": 16}}}})
+    result = run_snakemake(demo, target, configfiles=(DEMO, short), timeout=600)
+    log = (demo / "results" / "logs" / "train" / "lipgan-long.log").read_text()
+    assert "resumed from" in log, result.stderr[-3000:]
+    assert (run_dir / "generator.pt").exists()
