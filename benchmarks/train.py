@@ -12,9 +12,9 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lipsync.data.dataset import collate
 from lipsync.models import registry
 from lipsync.models.losses import Precision
-from lipsync.train import collate
 
 
 class RandomSamples(Dataset):

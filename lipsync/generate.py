@@ -70,7 +70,7 @@ def generate(generator: str | os.PathLike, test_set: str | os.PathLike,
                     dataset.references(indices))
                 bar.update(len(indices))
         else:
-            from lipsync.train import collate
+            from lipsync.data.dataset import collate
 
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                 num_workers=max(0, threads - 1), collate_fn=collate,

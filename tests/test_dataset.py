@@ -148,3 +148,17 @@ def test_contact_sheet_shows_one_row_per_clip(shards, folder, tmp_path):
     image = cv2.imread(str(tmp_path / "s.png"))
     assert image.shape == sheet.shape
     assert image.shape[0] == 3 * (SIZE + 2) + 2
+
+
+
+def test_uint8_items_become_the_same_model_inputs_on_the_device(shards, folder):
+    from lipsync.data.dataset import model_inputs
+
+    path = packed(shards, folder)
+    floats = LipSyncDataset(path, seed=3).__getitems__([0, 5, 2])
+    uint8_batch = LipSyncDataset(path, seed=3, uint8=True).__getitems__([0, 5, 2])
+    assert uint8_batch.stacked["target"].dtype == torch.uint8
+    assert "generator_input" not in uint8_batch.stacked
+    converted = model_inputs(collate(uint8_batch), "cpu")
+    for key, value in collate(floats).items():
+        assert torch.equal(converted[key], value), key
