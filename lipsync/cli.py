@@ -275,7 +275,8 @@ def _figures(args):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lipsync", description=__doc__.splitlines()[0])
-    parser.add_argument("--log", default=None, help="also append log records to this file")
+    parser.add_argument("--log-file", default=None,
+                        help="also append log records to this file (rank 0 only)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (help, arguments, run) in _COMMANDS.items():
         sub = subparsers.add_parser(name, help=help, description=help)
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.setup(args.log)
+    logs.setup(args.log_file)
     try:
         args.run(args)
     except LipsyncError as error:

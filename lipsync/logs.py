@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def setup(log_path: str | None = None, level: int = logging.INFO) -> None:
     root.setLevel(level)
     root.handlers.clear()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_path:
+    # Under torchrun or srun every rank runs this; only rank 0 writes the job's log file.
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    if log_path and rank == 0:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path))
     for handler in handlers:

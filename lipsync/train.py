@@ -535,7 +535,9 @@ def train_run(train_set, run_dir, output, *, options: dict, validation_set=None,
         raise LipsyncError(f"unknown training option(s) {', '.join(unknown)}; "
                            f"known: {', '.join(sorted(DEFAULTS))}")
     options.setdefault("num_workers", max(0, threads))
-    _set_aside_stale_checkpoints(Path(run_dir), train_set, options)
+    # Rank 0 alone; the other ranks wait for it in init_process_group's barrier.
+    if distributed_environment()[0] == 0:
+        _set_aside_stale_checkpoints(Path(run_dir), train_set, options)
     return training_loop(train_set=train_set, run_dir=run_dir, validation_set=validation_set,
                          output=output, **options)
 

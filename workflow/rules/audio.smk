@@ -20,5 +20,5 @@ rule mels:
         shard_size=config["data"]["shard_size"],
         code=code_hash("data/audio.py", "data/decode.py", "data/manifest.py"),
     shell:
-        "lipsync --log {log} mels --manifest {input.manifest} --shard {wildcards.shard}"
+        "lipsync --log-file {log} mels --manifest {input.manifest} --shard {wildcards.shard}"
         " --shard-size {params.shard_size} --output {output} --options {params.options:q}"

@@ -21,7 +21,7 @@ rule splits:
         output_dir=lambda w, output: os.path.dirname(output[0]),
         code=code_hash("data/splits.py"),
     shell:
-        "lipsync --log {log} splits --coverage {input.coverage} --mels {input.mels}"
+        "lipsync --log-file {log} splits --coverage {input.coverage} --mels {input.mels}"
         " --output-dir {params.output_dir} --options {params.options:q}"
 
 
@@ -56,7 +56,7 @@ rule pack:
         ),
         code=code_hash("data/pack.py", "data/samples.py"),
     shell:
-        "lipsync --log {log} pack --split {wildcards.split} --clips {input.clips}"
+        "lipsync --log-file {log} pack --split {wildcards.split} --clips {input.clips}"
         " --faces {input.faces} --mels {input.mels} --output {output}"
         " --options {params.options:q}"
 
@@ -77,4 +77,4 @@ rule contact_sheet:
     params:
         code=code_hash("data/sheets.py", "data/dataset.py"),
     shell:
-        "lipsync --log {log} contact-sheet --dataset {input} --output {output}"
+        "lipsync --log-file {log} contact-sheet --dataset {input} --output {output}"

@@ -32,7 +32,7 @@ if SOURCE == "grid":
                 "data/download.py", "data/grid.py", "data/local.py", "data/manifest.py"
             ),
         shell:
-            "lipsync --log {log} download-grid --speaker {wildcards.speaker} --root {params.root}"
+            "lipsync --log-file {log} download-grid --speaker {wildcards.speaker} --root {params.root}"
             " --manifest {output.manifest} --options {params.options:q}"
 
 elif SOURCE == "local":
@@ -54,7 +54,7 @@ elif SOURCE == "local":
             ),
             code=code_hash("data/local.py", "data/manifest.py"),
         shell:
-            "lipsync --log {log} scan-local --speaker {wildcards.speaker} --root {params.root}"
+            "lipsync --log-file {log} scan-local --speaker {wildcards.speaker} --root {params.root}"
             " --manifest {output.manifest} --options {params.options:q}"
 
 else:
@@ -76,7 +76,7 @@ else:
             ),
             code=code_hash("data/synthetic.py", "data/local.py", "data/manifest.py"),
         shell:
-            "lipsync --log {log} synthesize --speaker {wildcards.speaker} --root {params.root}"
+            "lipsync --log-file {log} synthesize --speaker {wildcards.speaker} --root {params.root}"
             " --manifest {output.manifest} --options {params.options:q}"
 
 
@@ -92,7 +92,7 @@ rule download_s3fd:
         url=config["faces"]["s3fd_url"],
         sha256=config["faces"]["s3fd_sha256"] or "",
     shell:
-        "lipsync --log {log} download-weights --url {params.url:q} --output {output:q}"
+        "lipsync --log-file {log} download-weights --url {params.url:q} --output {output:q}"
         " $( [ -n '{params.sha256}' ] && echo --sha256 {params.sha256} )"
 
 
@@ -108,5 +108,5 @@ rule download_inception:
         url=config["evaluate"]["fid"]["url"],
         sha256=config["evaluate"]["fid"]["sha256"] or "",
     shell:
-        "lipsync --log {log} download-weights --url {params.url:q} --output {output:q}"
+        "lipsync --log-file {log} download-weights --url {params.url:q} --output {output:q}"
         " $( [ -n '{params.sha256}' ] && echo --sha256 {params.sha256} )"

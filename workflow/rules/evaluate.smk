@@ -20,7 +20,7 @@ rule fid_reference:
         options=section("evaluate", "fid"),
         code=code_hash("metrics/fid.py"),
     shell:
-        "lipsync --log {log} fid-reference --test-set {input.test_set} --output {output}"
+        "lipsync --log-file {log} fid-reference --test-set {input.test_set} --output {output}"
         " --threads {threads} --options {params.options:q}"
 
 
@@ -46,6 +46,6 @@ rule score:
         options=section("evaluate"),
         code=code_hash("metrics"),
     shell:
-        "lipsync --log {log} score --generated {input.generated} --test-set {input.test_set}"
+        "lipsync --log-file {log} score --generated {input.generated} --test-set {input.test_set}"
         " --fid-reference {input.fid_reference} --scores {output.scores}"
         " --summary {output.summary} --threads {threads} --options {params.options:q}"

@@ -25,6 +25,6 @@ rule faces:
             "data/faces.py", "data/detectors.py", "data/decode.py", "data/manifest.py"
         ),
     shell:
-        "lipsync --log {log} faces --manifest {input.manifest} --shard {wildcards.shard}"
+        "lipsync --log-file {log} faces --manifest {input.manifest} --shard {wildcards.shard}"
         " --shard-size {params.shard_size} --output {output.crops} --coverage {output.coverage}"
         " --threads {threads} --options {params.options:q}"

@@ -28,7 +28,7 @@ rule tables:
         output_dir=lambda w, output: os.path.dirname(output[0]),
         code=code_hash("report/tables.py"),
     shell:
-        "lipsync --log {log} tables --summaries {input} --output-dir {params.output_dir}"
+        "lipsync --log-file {log} tables --summaries {input} --output-dir {params.output_dir}"
 
 
 rule figures:
@@ -55,6 +55,6 @@ rule figures:
         options=section("report"),
         code=code_hash("report/figures.py"),
     shell:
-        "lipsync --log {log} figures --test-set {input.test_set} --generated {input.generated}"
+        "lipsync --log-file {log} figures --test-set {input.test_set} --generated {input.generated}"
         " --scores {input.scores} --qualitative {output.qualitative}"
         " --distributions {output.distributions} --options {params.options:q}"

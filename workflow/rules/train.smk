@@ -23,9 +23,15 @@ rule train:
     params:
         options=lambda w: run_options(w.run),
         run_dir=lambda w, output: os.path.dirname(output[0]),
+        # Several GPUs: one process per GPU on the job's node, data-parallel (lipsync.train).
+        launcher=lambda w, resources: (
+            "lipsync"
+            if int(resources.gpu) <= 1
+            else f"torchrun --standalone --nproc-per-node {resources.gpu} -m lipsync.cli"
+        ),
         code=code_hash("train.py", "checkpoint.py", "models", "data/dataset.py"),
     shell:
-        "lipsync --log {log} train --train-set {input.train_set}"
+        "{params.launcher} --log-file {log} train --train-set {input.train_set}"
         " --validation-set {input.validation_set} --run-dir {params.run_dir}"
         " --output {output} --threads {threads} --options {params.options:q}"
 
@@ -57,5 +63,5 @@ rule generate:
         generator=lambda w, input: input.generator or "identity",
         code=code_hash("generate.py", "models", "data/dataset.py", "data/sheets.py"),
     shell:
-        "lipsync --log {log} generate --generator {params.generator} --test-set {input.test_set}"
+        "lipsync --log-file {log} generate --generator {params.generator} --test-set {input.test_set}"
         " --output {output.faces} --sheet {output.sheet} --threads {threads}"
