@@ -126,26 +126,22 @@ def test_face_padding_plans_faces_and_downstream_but_no_download(demo):
     assert jobs["splits"] == 1 and jobs["fid_reference"] == 1
 
 
-def test_an_edited_module_plans_the_jobs_that_run_it_and_their_dependents(demo):
-    module = demo / "lipsync" / "data" / "audio.py"
-    original = module.read_text()
-    module.write_text(original + "\n# an edit\n")
+def _plan_after_editing(project: Path, module: str) -> dict[str, int]:
+    path = project / "lipsync" / module
+    original = path.read_text()
+    path.write_text(original + "\n# an edit\n")
     try:
-        jobs = plan(demo)
+        return plan(project)
     finally:
-        module.write_text(original)
+        path.write_text(original)
+
+
+def test_an_edited_module_plans_the_jobs_that_run_it_and_their_dependents(demo):
+    jobs = _plan_after_editing(demo, "data/audio.py")
     assert jobs["mels"] == 4
     assert "faces" not in jobs and "synthesize" not in jobs
     assert jobs["splits"] == 1 and jobs["pack"] == 3 and jobs["train"] == 4
-
-    module = demo / "lipsync" / "report" / "tables.py"
-    original = module.read_text()
-    module.write_text(original + "\n# an edit\n")
-    try:
-        jobs = plan(demo)
-    finally:
-        module.write_text(original)
-    assert jobs == {"tables": 1, "all": 1}
+    assert _plan_after_editing(demo, "report/tables.py") == {"tables": 1, "all": 1}
 
 
 def test_one_more_speaker_plans_only_its_preprocessing_and_the_aggregates(demo):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 import h5py
@@ -12,9 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.signal
 
-from lipsync import provenance
 from lipsync.data import decode
-from lipsync.data.manifest import ClipEntry, read_shard
+from lipsync.data.manifest import ClipEntry, read_shard, shard_attributes
 from lipsync.errors import InputError
 from lipsync.io import atomic_path
 from lipsync.logs import get_logger
@@ -130,12 +128,8 @@ def compute_shard(manifest: str | os.PathLike, shard: int, shard_size: int,
             rows.append(row)
         table = pd.DataFrame(rows, columns=STATUS_COLUMNS)
         _write_status(handle, table)
-        handle.attrs["options"] = json.dumps({"audio": audio, "source": source}, sort_keys=True)
-        handle.attrs["provenance"] = json.dumps(provenance.describe(), sort_keys=True)
-        handle.attrs["shard"] = shard
-        handle.attrs["shard_size"] = shard_size
-        if entries:  # a manifest holds one speaker; later stages read it from here
-            handle.attrs["speaker"] = entries[0].speaker
+        handle.attrs.update(shard_attributes({"audio": audio, "source": source}, shard,
+                                             shard_size, entries))
     log.info("mels shard %d: %d of %d clips kept", shard, int((table["status"] == "ok").sum()),
              len(table))
     return table

@@ -9,7 +9,6 @@ weights, unknown detector) raise a LipsyncError.
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,9 +18,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from lipsync import provenance
 from lipsync.data import decode, detectors
-from lipsync.data.manifest import ClipEntry, read_shard
+from lipsync.data.manifest import ClipEntry, read_shard, shard_attributes
 from lipsync.errors import InputError
 from lipsync.io import atomic_path, write_tsv
 from lipsync.logs import get_logger
@@ -228,12 +226,8 @@ def extract_shard(manifest: str | os.PathLike, shard: int, shard_size: int,
     rows = []
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as handle:
         handle.create_group("clips")
-        handle.attrs["options"] = json.dumps({"faces": faces, "video": video}, sort_keys=True)
-        handle.attrs["provenance"] = json.dumps(provenance.describe(), sort_keys=True)
-        handle.attrs["shard"] = shard
-        handle.attrs["shard_size"] = shard_size
-        if entries:  # a manifest holds one speaker; later stages read it from here
-            handle.attrs["speaker"] = entries[0].speaker
+        handle.attrs.update(shard_attributes({"faces": faces, "video": video}, shard,
+                                             shard_size, entries))
 
         def work(entry: ClipEntry) -> ClipFaces:
             return process_clip(entry, detector, faces, video)

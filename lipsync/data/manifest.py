@@ -6,6 +6,7 @@ track inside the video, align empty when the corpus has no alignment for the cli
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -65,3 +66,19 @@ def shard_entries(entries: list[ClipEntry], shard: int, shard_size: int) -> list
 
 def read_shard(path: str | os.PathLike, shard: int, shard_size: int) -> list[ClipEntry]:
     return shard_entries(read_manifest(path), shard, shard_size)
+
+
+def shard_attributes(options: dict, shard: int, shard_size: int,
+                     entries: list[ClipEntry]) -> dict:
+    """HDF5 file attributes of a per-shard output: what made it, and which speaker shard it is."""
+    from lipsync import provenance
+
+    attributes = {
+        "options": json.dumps(options, sort_keys=True),
+        "provenance": json.dumps(provenance.describe(), sort_keys=True),
+        "shard": shard,
+        "shard_size": shard_size,
+    }
+    if entries:  # a manifest holds one speaker; later stages read it from here
+        attributes["speaker"] = entries[0].speaker
+    return attributes
