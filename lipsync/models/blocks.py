@@ -30,7 +30,7 @@ class ConvBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 3,
                  stride: int | tuple[int, int] = 1, *, padding: str = "same",
-                 bn_momentum: float = 0.01, bn_eps: float = 1e-3):
+                 bn_momentum: float = 0.2, bn_eps: float = 1e-3):
         super().__init__()
         pad = same_padding(kernel) if padding == "same" else 0
         self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, pad)
@@ -58,7 +58,7 @@ class ConvTransposeBlock(nn.Module):
     """ConvTranspose (k3, 'same': output = input x stride) -> BatchNorm -> ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 2,
-                 *, bn_momentum: float = 0.01, bn_eps: float = 1e-3):
+                 *, bn_momentum: float = 0.2, bn_eps: float = 1e-3):
         super().__init__()
         # Output size (n-1)*s - 2p + k + op must equal n*s: p and op chosen for k=3.
         padding = max(0, (kernel - stride + 1) // 2)

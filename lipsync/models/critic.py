@@ -26,7 +26,7 @@ class Critic(nn.Module):
 # Options shared by L1WGAN-GP and WGAN-GP (a reconstruction: the paper publishes none of them).
 WGAN_DEFAULTS = {
     "width": 1.0,
-    "bn_momentum": 0.01,  # generator BatchNorm as in LipGAN (Keras defaults)
+    "bn_momentum": 0.2,  # generator BatchNorm as in LipGAN (Keras momentum .8)
     "bn_eps": 1e-3,
     "norm_eps": 1e-3,     # critic's per-sample norm as LipGAN's discriminator
     # Gulrajani et al. (2017) defaults: Adam lr 1e-4, betas (0, 0.9), lambda 10, n_critic 5.

@@ -19,8 +19,9 @@ DEFAULTS = {
     # Channel multiplier: 1.0 is the paper's network (~49.5 M generator parameters); tests and
     # the CPU demo use a narrow one.
     "width": 1.0,
-    # Keras BatchNormalization defaults (momentum 0.99 there = 0.01 in PyTorch's convention).
-    "bn_momentum": 0.01,
+    # LipGAN's conv blocks use BatchNormalization(momentum=.8): 0.2 in PyTorch's convention.
+    # (Keras' default 0.99 would leave the running statistics that evaluation uses far behind.)
+    "bn_momentum": 0.2,
     "bn_eps": 1e-3,
     # keras-contrib InstanceNormalization default epsilon (discriminator's per-sample norm).
     "norm_eps": 1e-3,
@@ -42,7 +43,7 @@ DEFAULTS = {
 class Generator(nn.Module):
     """Face encoder (reference ++ masked target) + audio encoder -> decoder with skips -> face."""
 
-    def __init__(self, width: float = 1.0, bn_momentum: float = 0.01, bn_eps: float = 1e-3):
+    def __init__(self, width: float = 1.0, bn_momentum: float = 0.2, bn_eps: float = 1e-3):
         super().__init__()
         norm = {"bn_momentum": bn_momentum, "bn_eps": bn_eps}
 
