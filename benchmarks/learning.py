@@ -28,7 +28,8 @@ def train_for(seconds: float, model: str, train: str, run_dir: Path, width: floa
     while time.perf_counter() < deadline:
         total += chunk_samples
         result = training_loop(train_set=train, run_dir=run_dir, model=model,
-                               model_options={"width": width, "learning_rate": learning_rate}, batch_size=batch_size,
+                               model_options={"width": width, "learning_rate": learning_rate},
+                               batch_size=batch_size,
                                total_samples=total, checkpoint_every_samples=chunk_samples,
                                log_every_samples=chunk_samples, num_workers=2,
                                progress_bar=False, keep_checkpoints=1)

@@ -11,13 +11,13 @@ import json
 import math
 import os
 
-import cv2
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data import default_collate as _default_collate
 
+from lipsync.data.pack import decode_png
 from lipsync.data.samples import draw_references, mix64, uniforms_from_hash
 from lipsync.errors import InputError
 
@@ -193,10 +193,7 @@ class LipSyncDataset(Dataset):
             encoded = self._handle["faces"][unique] if len(unique) else []
             faces = np.empty((len(unique), self.image_size, self.image_size, 3), np.uint8)
             for k, buffer in enumerate(encoded):
-                image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-                if image is None:
-                    raise InputError(self.path, f"crop {unique[k]} is not a decodable PNG")
-                faces[k] = image[..., ::-1]
+                faces[k] = decode_png(buffer, self.path, unique[k])
         return np.asarray(faces)[inverse.reshape(-1)]
 
     def read_mels(self, starts: np.ndarray) -> np.ndarray:

@@ -41,6 +41,14 @@ def encode_png(crop_rgb: np.ndarray) -> np.ndarray:
     return encoded.reshape(-1)
 
 
+def decode_png(buffer, path, crop: int) -> np.ndarray:
+    """The RGB crop stored by `encode_png`; InputError naming the file and crop if undecodable."""
+    image = cv2.imdecode(np.asarray(buffer, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(path, f"crop {crop} of /faces is not a decodable PNG")
+    return image[..., ::-1]  # OpenCV decodes to BGR; crops are RGB
+
+
 @dataclass
 class _ClipPlan:
     """What pass 1 keeps per clip: sizes only (pass 2 recomputes the sample arrays), so the

@@ -11,11 +11,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 import pandas as pd
 
+from lipsync.data.pack import decode_png
 from lipsync.errors import InputError
 
 # A batch whose crops span more than this many times its length is read crop by crop (fancy
@@ -49,13 +49,8 @@ def _is_encoded(faces: h5py.Dataset) -> bool:
 
 
 def _decode(encoded, crops: np.ndarray, path) -> np.ndarray:
-    images = []
-    for crop, buffer in zip(crops, encoded, strict=True):
-        image = cv2.imdecode(np.asarray(buffer, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(path, f"crop {crop} of /faces is not a decodable PNG")
-        images.append(image[..., ::-1])  # OpenCV decodes to BGR; the contract is RGB
-    return np.stack(images)
+    return np.stack([decode_png(buffer, path, crop)
+                     for crop, buffer in zip(crops, encoded, strict=True)])
 
 
 def read_faces(faces: h5py.Dataset, indices: np.ndarray, path=None) -> np.ndarray:

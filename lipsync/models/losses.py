@@ -105,7 +105,17 @@ def adam(module: nn.Module, options: dict) -> torch.optim.Adam:
                             betas=tuple(options["betas"]), eps=options["adam_eps"])
 
 
-class LipGANScheme:
+class _Scheme:
+    """What every training scheme shares: its options and one Adam optimizer per network."""
+
+    def __init__(self, options: dict):
+        self.options = options
+
+    def optimizers(self, generator: nn.Module, discriminator: nn.Module):
+        return adam(generator, self.options), adam(discriminator, self.options)
+
+
+class LipGANScheme(_Scheme):
     """Per batch: discriminator on one negative (fake or unsynced) and the real synced pair, each
     its own Adam step as LipGAN's two train_on_batch calls; then the generator with the
     discriminator frozen on l1_weight * L1 + adversarial_weight * contrastive(D(G(x)), synced).
@@ -113,12 +123,6 @@ class LipGANScheme:
     The fake the discriminator sees is the generator's training-mode output (LipGAN's Keras
     `predict` used BatchNorm's moving averages): the usual PyTorch GAN pattern, one forward pass.
     """
-
-    def __init__(self, options: dict):
-        self.options = options
-
-    def optimizers(self, generator: nn.Module, discriminator: nn.Module):
-        return adam(generator, self.options), adam(discriminator, self.options)
 
     def train_step(self, batch: dict, step: int, *, seed: int, generator: nn.Module,
                    discriminator: nn.Module, optimizers, precision: Precision) -> dict:
@@ -164,16 +168,10 @@ def gradient_penalty_scores(critic: nn.Module, real: torch.Tensor, fake: torch.T
     return real_score, fake_score, mixed_score, mixed
 
 
-class WGANGPScheme:
+class WGANGPScheme(_Scheme):
     """Every batch: one critic step on E[C(fake)] - E[C(real)] + gp_weight * GP; every
     n_critic-th batch also a generator step on -adversarial_weight * E[C(fake)] + l1_weight * L1.
     """
-
-    def __init__(self, options: dict):
-        self.options = options
-
-    def optimizers(self, generator: nn.Module, critic: nn.Module):
-        return adam(generator, self.options), adam(critic, self.options)
 
     def train_step(self, batch: dict, step: int, *, seed: int, generator: nn.Module,
                    discriminator: nn.Module, optimizers, precision: Precision) -> dict:
