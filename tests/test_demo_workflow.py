@@ -21,13 +21,13 @@ import yaml
 from test_workflow import planned_jobs
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = "workflow/demo.yaml"
+DEMO = "config/demo.yaml"
 pytestmark = pytest.mark.slow
 
 
 def _copy_project(destination: Path) -> Path:
     destination.mkdir(parents=True)
-    for name in ("Snakefile", "config.yaml", "workflow", "envs", "lipsync"):
+    for name in ("config.yaml", "config", "workflow", "envs", "lipsync"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, destination / name,

@@ -149,9 +149,8 @@ def test_small_workflow_runs_as_slurm_jobs_with_either_gpu_request(cluster, tmp_
 
 def copy_workflow(destination: Path) -> Path:
     destination.mkdir()
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy2(REPO / name, destination / name)
-    for name in ("workflow", "envs"):
+    shutil.copy2(REPO / "config.yaml", destination / "config.yaml")
+    for name in ("workflow", "config", "envs"):
         shutil.copytree(REPO / name, destination / name)
     # The rules hash package sources for their params; jobs import the installed package.
     (destination / "lipsync").symlink_to(REPO / "lipsync")
@@ -172,7 +171,7 @@ def test_demo_training_through_slurm_matches_a_local_run(cluster, tmp_path):
     through the repository's SLURM profile; a local run of the same target runs alongside."""
     slurm_dir = copy_workflow(tmp_path / "slurm")
     local_dir = copy_workflow(tmp_path / "local")
-    target = [TRAINED, "--configfile", "workflow/demo.yaml"]
+    target = [TRAINED, "--configfile", "config/demo.yaml"]
     # The local run uses the CPUs the SLURM jobs idle away waiting for status checks. --cores 4
     # gives each rule the threads it gets as a SLURM job (--cpus-per-task), so both runs train
     # with the same number of DataLoader workers.

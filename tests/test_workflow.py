@@ -14,6 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
 
 
 def snakemake(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -35,7 +36,7 @@ def planned_jobs(output: str) -> dict[str, int]:
 def test_paper_config_plans_whole_dag_offline_in_seconds(tmp_path):
     start = time.monotonic()
     result = snakemake("-n", "--cores", "4", "--directory", str(tmp_path),
-                       "--snakefile", str(REPO / "Snakefile"), "--configfile",
+                       "--snakefile", str(SNAKEFILE), "--configfile",
                        str(REPO / "config.yaml"))
     elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stderr + result.stdout
@@ -55,19 +56,19 @@ def test_mistyped_config_key_fails_naming_the_key(tmp_path):
     config = tmp_path / "typo.yaml"
     config.write_text(yaml.safe_dump({"faces": {"paddding": {"top": 0.1}}}))
     result = snakemake("-n", "--cores", "1", "--directory", str(tmp_path), "--snakefile",
-                       str(REPO / "Snakefile"), "--configfile", str(config))
+                       str(SNAKEFILE), "--configfile", str(config))
     assert result.returncode != 0
     assert "paddding" in result.stderr + result.stdout
 
 
 def test_lint_reports_nothing():
-    result = snakemake("--lint", "--configfile", "workflow/demo.yaml", "-n")
+    result = snakemake("--lint", "--configfile", "config/demo.yaml", "-n")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_rule_files_are_snakefmt_formatted():
-    files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    files = [SNAKEFILE, *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *map(str, files)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,7 +14,8 @@ validate(config, "../schemas/config.schema.yaml")
 
 def _package_folder():
     """The lipsync source the jobs run: the checkout's, else the installed package's."""
-    checkout = Path(workflow.basedir) / "lipsync"
+    # workflow.basedir is workflow/, beside the checkout's lipsync/
+    checkout = Path(workflow.basedir).parent / "lipsync"
     if checkout.is_dir():
         return checkout
     import importlib.util
