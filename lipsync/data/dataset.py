@@ -2,7 +2,8 @@
 batches straight from a memory map of the raw layout (or PNG-decoded for the compact layout).
 
 Images are RGB floats in [0, 1], channels first. The HDF5 file is opened lazily in each process
-(DataLoader workers included), never kept open from `__init__`.
+(DataLoader workers included), never kept open from `__init__`, which verifies its checksums and
+index ranges once, so a corrupt file fails there naming the array and not in a worker.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data import default_collate as _default_collate
 
+from lipsync.data import integrity
 from lipsync.data.pack import decode_png
 from lipsync.data.samples import draw_references, mix64, uniforms_from_hash
 from lipsync.errors import InputError
@@ -36,6 +38,27 @@ def _contiguous_location(dataset: h5py.Dataset) -> tuple[int, np.dtype, tuple] |
     if offset is None:
         return None
     return int(offset), dataset.dtype, dataset.shape
+
+
+def _check_index(path: str, handle: h5py.File, mel_window: int) -> None:
+    """InputError naming the file and the array if an index points outside what it indexes
+    (what the checksums cannot catch in a file packed before they were recorded)."""
+    n_crops, n_steps = int(handle["faces"].shape[0]), int(handle["mels"].shape[0])
+    n_clips = int(handle["clips/crop_start"].shape[0])
+    bounds = {"samples/crop": (0, n_crops - 1, "/faces"),
+              "samples/mel_start": (0, n_steps - mel_window, "/mels (with the mel window)"),
+              "samples/reference": (-1, n_crops - 1, "/faces"),
+              "crops/clip_index": (0, n_clips - 1, "/clips"),
+              "clips/crop_start": (0, n_crops - 1, "/faces")}
+    for name, (low, high, target) in bounds.items():
+        values = handle[name][()]
+        if values.size and (values.min() < low or values.max() > high):
+            raise InputError(path, f"/{name} is corrupt: values {values.min()}..{values.max()} "
+                                   f"point outside {target} (valid {low}..{high})")
+    ends = handle["clips/crop_start"][()] + handle["clips/crop_count"][()]
+    if ends.size and (ends.max() > n_crops or handle["clips/crop_count"][()].min() < 0):
+        raise InputError(path, f"/clips/crop_count is corrupt: clips end past /faces "
+                               f"({ends.max()} > {n_crops} crops)")
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -137,6 +160,8 @@ class LipSyncDataset(Dataset):
                             raise InputError(self.path, f"truncated: /{name} ends at byte {end}, "
                                                         f"file has {file_size}")
                         self._locations[name] = location
+                integrity.verify(self.path, handle)
+                _check_index(self.path, handle, self.mel_window)
         except InputError:
             raise
         except (OSError, KeyError, ValueError) as error:

@@ -2,7 +2,8 @@
 
 Two passes over the shards: the first reads only frame lists and mel lengths to size every
 dataset, the second copies one clip at a time, so memory stays flat in the corpus size and every
-large dataset is contiguous (LipSyncDataset memory-maps the raw layout). Layout: docs/ARCHITECTURE.md.
+large dataset is contiguous (LipSyncDataset memory-maps the raw layout). Every array gets block
+checksums (lipsync.data.integrity), /faces and /mels as they stream in. Layout: docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import cv2
 import h5py
 import numpy as np
 
+from lipsync.data import integrity
 from lipsync.data import samples as sample_rules
 from lipsync.data.splits import read_split, shard_clips
 from lipsync.errors import InputError
@@ -187,6 +189,9 @@ def pack_split(split: str, clips_tsv: str | os.PathLike, faces_paths: list[str |
             sample_crop = out.create_dataset("samples/crop", (n_samples,), dtype=np.int64)
             sample_mel = out.create_dataset("samples/mel_start", (n_samples,), dtype=np.int64)
             sample_ref = out.create_dataset("samples/reference", (n_samples,), dtype=np.int64)
+            # hashed as written, in row order, so the two large arrays are never read back
+            streamed = {"faces": integrity.new_checksums(faces),
+                        "mels": integrity.new_checksums(mels)}
 
             for k, plan in enumerate(progress(plans, desc=f"pack {split}", unit="clip")):
                 result = _clip_samples(handles, plan.faces_path, plan.mels_path, plan.clip,
@@ -199,15 +204,20 @@ def pack_split(split: str, clips_tsv: str | os.PathLike, faces_paths: list[str |
                 c0, c1 = crop_starts[k], crop_starts[k] + crop_counts[k]
                 if layout == "raw":
                     faces[c0:c1] = crops
+                    streamed["faces"].update(np.asarray(crops, dtype=faces.dtype))
                 else:
                     # one crop at a time: h5py takes a block of equal-length buffers for a
                     # 2-D array and refuses it
                     for j, crop in enumerate(crops):
-                        faces[c0 + j] = encode_png(crop)
+                        encoded = encode_png(crop)
+                        faces[c0 + j] = encoded
+                        streamed["faces"].update_rows([encoded])
                 crop_clip[c0:c1] = k
                 crop_frame[c0:c1] = frames
-                mel = handles[plan.mels_path][f"clips/{plan.clip}/mel"][()]
-                mels[mel_starts[k]:mel_starts[k] + mel_counts[k]] = mel.T
+                mel = np.ascontiguousarray(
+                    handles[plan.mels_path][f"clips/{plan.clip}/mel"][()].T, dtype=mels.dtype)
+                mels[mel_starts[k]:mel_starts[k] + mel_counts[k]] = mel
+                streamed["mels"].update(mel)
 
                 valid = result.valid
                 local = np.flatnonzero(valid)  # crop index within the clip's kept crops
@@ -246,6 +256,7 @@ def pack_split(split: str, clips_tsv: str | os.PathLike, faces_paths: list[str |
             out.attrs["color"] = "RGB"
             for name, value in counts.items():
                 out.attrs[name] = int(value)
+            integrity.record_all(out, streamed)
     finally:
         for handle in handles.values():
             handle.close()

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from lipsync.data import integrity
 from lipsync.data.pack import decode_png
 from lipsync.errors import InputError
 
@@ -23,13 +24,20 @@ from lipsync.errors import InputError
 _MAX_SPAN_FACTOR = 4
 
 
-def _open(path: str | os.PathLike) -> h5py.File:
+def _open(path: str | os.PathLike, *, warn_unchecked: bool = True) -> h5py.File:
     if not Path(path).is_file():
         raise InputError(path, "file not found")
     try:
-        return h5py.File(path, "r")
+        handle = h5py.File(path, "r")
     except OSError as error:
         raise InputError(path, f"not a readable HDF5 file ({error})") from None
+    try:
+        # corrupt bytes fail here as corruption, before any score or FID reference trusts them
+        integrity.verify(path, handle, warn_unchecked=warn_unchecked)
+    except InputError:
+        handle.close()
+        raise
+    return handle
 
 
 def _require(handle: h5py.File, path, name: str) -> h5py.Dataset:
@@ -159,7 +167,8 @@ class GeneratedSet:
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
-        self._file = _open(path)
+        # generated files carry checksums only once generate.py records them: no warning
+        self._file = _open(path, warn_unchecked=False)
         self.faces = _require(self._file, path, "faces")
         _check_faces(self.faces, path)
         attrs = self._file.attrs
