@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lipsync.device import pick_device
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import atomic_path
 from lipsync.logs import get_logger
@@ -41,8 +42,7 @@ def generate(generator: str | os.PathLike, test_set: str | os.PathLike,
                            f"known: {', '.join(sorted(DEFAULTS))}")
     dataset = LipSyncDataset(test_set, fixed_reference=True)
     n, size = len(dataset), dataset.image_size
-    device = torch.device("cuda" if options["device"] == "auto" and torch.cuda.is_available()
-                          else ("cpu" if options["device"] == "auto" else options["device"]))
+    device = pick_device(options["device"])
     batch_size = int(options["batch_size"])
     attrs = {"model": "identity", "checkpoint": "", "test_set": str(Path(test_set).resolve()),
              "samples": n, "options": json.dumps(options, sort_keys=True),

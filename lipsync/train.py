@@ -2,58 +2,41 @@
 
 `training_loop` trains the generator/discriminator pair of `lipsync.models.registry` on a
 LipSyncDataset, saving self-describing checkpoints; a rerun resumes from the newest one.
-Under torchrun or srun (several processes) it trains data-parallel with torch.distributed.
+Under torchrun or srun (several processes) it trains data-parallel (lipsync.distributed).
+Its options, defaults and ranges are the table of lipsync.train_options.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import random
 import signal
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from lipsync import checkpoint as ckpt
+from lipsync import distributed, rng
 from lipsync.data.dataset import collate, model_inputs
+from lipsync.device import pick_device
 from lipsync.errors import InputError, LipsyncError, TrainingError
 from lipsync.io import write_json
 from lipsync.logs import get_logger
+from lipsync.metrics.ssim_psnr import psnr_torch, ssim_torch
 from lipsync.models import registry
-from lipsync.models.losses import Precision
+from lipsync.options import describe, resolve
+from lipsync.precision import Precision
 from lipsync.progress import progress
-from lipsync.provenance import describe
+from lipsync.provenance import describe as provenance
+from lipsync.train_options import DEFAULTS, OPTIONS
 
 log = get_logger("lipsync.train")
-
-# Keyword defaults of training_loop (the paper publishes neither epochs nor schedule).
-DEFAULTS = {
-    "model": "lipgan",
-    "model_options": None,
-    "seed": 0,
-    # LipGAN: 96 per GPU. Here the global batch, split evenly over the ranks.
-    "batch_size": 96,
-    # About 7.4 epochs of GRIDSmall (~670 k samples): unpublished, chosen to fit a day on one GPU.
-    "total_samples": 5_000_000,
-    # LipGAN saved every 1000 batches of 96.
-    "checkpoint_every_samples": 96_000,
-    "keep_checkpoints": 3,
-    "validation_every_samples": 192_000,
-    "validation_samples": 1024,
-    "log_every_samples": 9_600,
-    "num_workers": 2,
-    "mixed_precision": True,
-    "device": "auto",
-    # Multi-GPU: BatchNorm statistics over the global batch (as a single process would see).
-    "sync_batchnorm": True,
-    "progress_bar": True,
-}
 
 # Options that must match a checkpoint to resume from it (others, e.g. total_samples, may change).
 _RESUME_KEYS = ("model", "model_options", "seed", "batch_size")
@@ -105,95 +88,21 @@ def _open_dataset(data, seed: int, what: str):
     return LipSyncDataset(path, seed=seed, uint8=True)
 
 
-# --- distributed ----------------------------------------------------------------------------------
-
-
-def distributed_environment() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's or srun's environment; (0, 1, 0) otherwise."""
-    env = os.environ
-    if int(env.get("WORLD_SIZE", "1")) > 1:
-        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        # srun without torchrun: rendezvous on this node (single-node jobs, see the SLURM notes).
-        env.setdefault("MASTER_ADDR", "127.0.0.1")
-        env.setdefault("MASTER_PORT", str(12000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
-        return (int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]),
-                int(env.get("SLURM_LOCALID", "0")))
-    return 0, 1, 0
-
-
-def _pick_device(device: str, local_rank: int) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
-def _all_mean(values: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        dist.all_reduce(values)
-        values /= world
-    return values
-
-
-# --- RNG state ------------------------------------------------------------------------------------
-
-
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 # --- validation -----------------------------------------------------------------------------------
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-image SSIM (Wang et al. 2004: Gaussian window 11, sigma 1.5, on each RGB channel).
-
-    A small local version for monitoring; lipsync.metrics owns the reference-checked one.
-    """
-    coords = torch.arange(11, dtype=torch.float32, device=x.device) - 5
-    g = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
-    g = g / g.sum()
-    window = (g[:, None] * g[None, :]).expand(x.shape[1], 1, 11, 11).contiguous()
-
-    def blur(t):
-        return F.conv2d(t, window, groups=x.shape[1])
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x ** 2
-    var_y = blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
-    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)
-             / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)))
-    return value.flatten(1).mean(dim=1)
+def _as_frames(images: torch.Tensor) -> torch.Tensor:
+    """N x 3 x S x S images in [0, 1] as the uint8 N x S x S x 3 frames the metrics score."""
+    return torch.round(images.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 @torch.no_grad()
 def evaluate(generator, dataset, *, device: torch.device | str = "cpu", batch_size: int = 64,
              precision: Precision | None = None) -> dict:
-    """Mean L1, SSIM and PSNR (images in [0, 1]) of a generator over `dataset`.
+    """Mean L1 (images in [0, 1]), SSIM and PSNR of a generator over `dataset`.
 
+    SSIM and PSNR are lipsync.metrics.ssim_psnr's (scikit-image's protocol on uint8 frames, as
+    the evaluation reports them); the PSNR mean is over finite values (identical frames: inf).
     `generator=None` scores the identity baseline: the reference frame returned unchanged.
     """
     device = torch.device(device)
@@ -202,31 +111,34 @@ def evaluate(generator, dataset, *, device: torch.device | str = "cpu", batch_si
     was_training = generator.training if generator is not None else False
     if generator is not None:
         generator.eval()
-    totals = {"l1": 0.0, "ssim": 0.0, "psnr": 0.0}
-    count = 0
+    l1, ssim, psnr = [], [], []
     for batch in loader:
         batch = model_inputs(batch, device)
-        target = batch["target"]
         if generator is None:
             output = batch["reference"]
         else:
-            with precision.autocast() if precision else torch.autocast("cpu", enabled=False):
+            with precision.autocast() if precision else contextlib.nullcontext():
                 output = generator(batch["generator_input"], batch["mel"])
-            output = output.float()
-        # Quantise as the generated test set will be (uint8), so scores match what is stored.
-        output = torch.round(output.clamp(0, 1) * 255) / 255
-        mse = ((output - target) ** 2).flatten(1).mean(dim=1)
-        totals["l1"] += (output - target).abs().flatten(1).mean(dim=1).sum().item()
-        totals["ssim"] += ssim(output, target).sum().item()
-        totals["psnr"] += (10 * torch.log10(1.0 / mse.clamp(min=1e-10))).sum().item()
-        count += target.shape[0]
+        # Quantised as the generated test set will be (uint8), so scores match what is stored.
+        generated, truth = _as_frames(output.float()), _as_frames(batch["target"])
+        l1.append((generated.float() - truth.float()).abs().flatten(1).mean(dim=1).cpu() / 255)
+        ssim.append(ssim_torch(generated, truth, device=device))
+        psnr.append(psnr_torch(generated, truth, device=device))
     if generator is not None and was_training:
         generator.train()
-    return {name: value / max(count, 1) for name, value in totals.items()} | {"samples": count}
+    count = sum(len(values) for values in l1)
+    if count == 0:
+        return {"l1": 0.0, "ssim": 0.0, "psnr": 0.0, "samples": 0}
+    psnr = np.concatenate(psnr)
+    finite = psnr[np.isfinite(psnr)]
+    return {"l1": float(torch.cat(l1).double().mean()),
+            "ssim": float(np.concatenate(ssim).mean()),
+            "psnr": float(finite.mean()) if finite.size else float("inf"),  # all identical: inf
+            "samples": count}
 
 
 def validation_subset(dataset, samples: int):
-    """`samples` evenly spaced items of `dataset` (all when it has fewer)."""
+    """`samples` evenly spaced items of `dataset` (all when it has fewer, or when 0)."""
     n = len(dataset)
     if samples <= 0 or samples >= n:
         return dataset
@@ -237,238 +149,311 @@ def validation_subset(dataset, samples: int):
 
 
 def training_loop(*, train_set, run_dir, model: str = "lipgan", model_options: dict | None = None,
-                  seed: int = 0, batch_size: int = 96, total_samples: int = 5_000_000,
-                  checkpoint_every_samples: int = 96_000, keep_checkpoints: int = 3,
-                  validation_set=None, validation_every_samples: int = 192_000,
-                  validation_samples: int = 1024, log_every_samples: int = 9_600,
-                  num_workers: int = 2, mixed_precision: bool | str = True, device: str = "auto",
-                  sync_batchnorm: bool = True, progress_bar: bool = True,
-                  output=None) -> dict:
+                  validation_set=None, output=None, **options) -> dict:
     """Train `model` on `train_set` until `total_samples` samples; resume from run_dir's newest
-    checkpoint. Defaults are documented in DEFAULTS.
+    checkpoint.
 
     `train_set`/`validation_set`: a LipSyncDataset (or any Dataset with the same item dict) or
-    the path of a packed HDF5 split. Writes run_dir/checkpoints/, run_dir/training_options.json,
-    run_dir/log.jsonl, run_dir/tensorboard/ and the final generator to `output` (default
-    run_dir/generator.pt). Returns a summary dict. Raises TrainingError on a non-finite loss
-    (naming the last good checkpoint) and TrainingInterrupted after saving on SIGTERM.
+    the path of a packed HDF5 split. `model_options`: options of the model (see
+    `registry.option_table`). `options`: the training-loop options below; an unknown one or a
+    value out of range is a LipsyncError naming it. Writes run_dir/checkpoints/,
+    run_dir/training_options.json, run_dir/log.jsonl, run_dir/tensorboard/ and the final
+    generator to `output` (default run_dir/generator.pt). Returns a summary dict. Raises
+    TrainingError on a non-finite loss (naming the last good checkpoint) and TrainingInterrupted
+    after saving on SIGTERM.
+
+    Options (lipsync.train_options.OPTIONS):
     """
+    o = resolve(OPTIONS, options, "training option")
+    model_options = registry.resolve_options(model, model_options)
     run_dir = Path(run_dir)
     output = Path(output) if output is not None else run_dir / "generator.pt"
-    rank, world, local_rank = distributed_environment()
-    own_group = False
-    device = _pick_device(device, local_rank)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
-                                world_size=world)
-        own_group = True
-    try:
-        return _train(train_set=train_set, run_dir=run_dir, output=output, model=model,
-                      model_options=model_options, seed=seed, batch_size=batch_size,
-                      total_samples=total_samples,
-                      checkpoint_every_samples=checkpoint_every_samples,
-                      keep_checkpoints=keep_checkpoints, validation_set=validation_set,
-                      validation_every_samples=validation_every_samples,
-                      validation_samples=validation_samples,
-                      log_every_samples=log_every_samples, num_workers=num_workers,
-                      mixed_precision=mixed_precision, device=device,
-                      sync_batchnorm=sync_batchnorm, progress_bar=progress_bar,
-                      rank=rank, world=world)
-    finally:
-        if own_group:
-            dist.destroy_process_group()
+    rank, world, local_rank = distributed.distributed_environment()
+    if o["batch_size"] % world:
+        raise LipsyncError(f"training option batch_size: {o['batch_size']} is not divisible by "
+                           f"{world} processes")
+    device = pick_device(o["device"], local_rank)
+    with distributed.process_group(rank, world, device):
+        run = _Run(run_dir=run_dir, output=output, model=model, model_options=model_options,
+                   o=o, device=device, rank=rank, world=world)
+        return _train(run, train_set, validation_set)
 
 
-def _train(*, train_set, run_dir: Path, output: Path, model, model_options, seed, batch_size,
-           total_samples, checkpoint_every_samples, keep_checkpoints, validation_set,
-           validation_every_samples, validation_samples, log_every_samples, num_workers,
-           mixed_precision, device, sync_batchnorm, progress_bar, rank, world) -> dict:
-    if batch_size % world:
-        raise LipsyncError(f"batch_size {batch_size} is not divisible by {world} processes")
-    main = rank == 0
-    checkpoints = run_dir / "checkpoints"
-    resolved_model_options = registry.resolve_options(model, model_options)
-    config = {"model": model, "model_options": resolved_model_options, "seed": seed,
-              "batch_size": batch_size, "total_samples": total_samples,
-              "checkpoint_every_samples": checkpoint_every_samples,
-              "keep_checkpoints": keep_checkpoints,
-              "validation_every_samples": validation_every_samples,
-              "validation_samples": validation_samples, "log_every_samples": log_every_samples,
-              "num_workers": num_workers, "mixed_precision": mixed_precision,
-              "device": str(device), "sync_batchnorm": sync_batchnorm, "world_size": world,
-              "train_set": None if isinstance(train_set, Dataset) else str(train_set),
-              "validation_set": (None if validation_set is None or isinstance(validation_set, Dataset)
-                                 else str(validation_set))}
+training_loop.__doc__ += "\n" + "\n".join("    " + line for line in describe(OPTIONS).split("\n"))
 
-    dataset = _open_dataset(train_set, seed, "training set")
-    n = len(dataset)
-    steps_per_epoch = n // batch_size
-    if steps_per_epoch == 0:
-        raise InputError(config["train_set"] or "training set",
-                         f"{n} samples, fewer than one batch of {batch_size}")
+
+@dataclass
+class _Run:
+    """What one training run knows: its settings, networks and progress."""
+
+    run_dir: Path
+    output: Path
+    model: str
+    model_options: dict
+    o: dict
+    device: torch.device
+    rank: int
+    world: int
+    config: dict = field(default_factory=dict)
+    step: int = 0
+    samples: int = 0
+    steps_per_epoch: int = 0
+    last_good: Path | None = None
+    resumed_from: Path | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def _train(run: _Run, train_set, validation_set) -> dict:
+    o = run.o
+    run.config = {"model": run.model, "model_options": run.model_options, **o,
+                  "device": str(run.device), "world_size": run.world,
+                  "train_set": None if isinstance(train_set, Dataset) else str(train_set),
+                  "validation_set": (None if validation_set is None
+                                     or isinstance(validation_set, Dataset)
+                                     else str(validation_set))}
+    dataset = _open_dataset(train_set, o["seed"], "training set")
+    run.steps_per_epoch = len(dataset) // o["batch_size"]
+    if run.steps_per_epoch == 0:
+        raise InputError(run.config["train_set"] or "training set",
+                         f"{len(dataset)} samples, fewer than one batch of {o['batch_size']}")
     validation = None
-    if validation_set is not None and main:
-        validation = validation_subset(_open_dataset(validation_set, seed, "validation set"),
-                                       validation_samples)
-
-    _seed_all(seed)  # same initial weights on every rank
-    pair = registry.build(model, resolved_model_options)
-    generator, discriminator = pair.generator.to(device), pair.discriminator.to(device)
-    if world > 1 and device.type == "cuda" and sync_batchnorm:
-        generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
-    optimizers = pair.scheme.optimizers(generator, discriminator)
-    precision = Precision(device, mixed_precision)
-    step = samples = 0
-    resumed_from = ckpt.latest_checkpoint(checkpoints)
-    if resumed_from is not None:
-        state = ckpt.load(resumed_from, map_location=device)
-        for key in _RESUME_KEYS:
-            if state["config"].get(key) != config[key]:
-                raise LipsyncError(
-                    f"{resumed_from}: was made with {key}={state['config'].get(key)!r}, this run "
-                    f"has {config[key]!r}; use another run_dir or delete the checkpoints")
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
-            optimizer.load_state_dict(saved)
-        for which, saved in state["scalers"].items():
-            precision.scalers[which].load_state_dict(saved)
-        step, samples = state["step"], state["samples"]
-        if len(state["rng"]) == world:
-            _set_rng_state(state["rng"][rank])
-        else:
-            log.warning("%s was saved by %d processes, now %d: fresh random streams",
-                        resumed_from, len(state["rng"]), world)
-            _seed_all(seed + 7919 * (rank + 1) + step)
-        if main:
-            log.info("resumed from %s at sample %d (step %d)", resumed_from, samples, step)
-    else:
-        # Per-rank streams for in-step randomness (e.g. WGAN-GP's interpolation weights).
-        _seed_all(seed + 7919 * rank)
-    if main:
-        write_json(run_dir / "training_options.json", config)
-
-    writer = None
-    if main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
-    last_good = resumed_from
-
-    def save_checkpoint() -> Path:
-        rng = [None] * world
-        if world > 1:
-            dist.all_gather_object(rng, _rng_state())
-        else:
-            rng = [_rng_state()]
-        path = ckpt.checkpoint_path(checkpoints, samples)
-        if main:
-            ckpt.save(path, {
-                "model": model, "model_options": resolved_model_options, "config": config,
-                "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                "optimizers": [o.state_dict() for o in optimizers],
-                "scalers": {k: s.state_dict() for k, s in precision.scalers.items()},
-                "step": step, "samples": samples, "rng": rng,
-                "data_order": {"seed": seed, "epoch": step // steps_per_epoch,
-                               "batch_in_epoch": step % steps_per_epoch},
-                "provenance": describe(), "saved_at": time.time()})
-            ckpt.prune(checkpoints, keep_checkpoints)
-        if world > 1:
-            dist.barrier()
-        return path
-
-    stop = {"signal": False}
-    previous_handler = None
-    try:
-        previous_handler = signal.signal(signal.SIGTERM,
-                                         lambda signum, frame: stop.update(signal=True))
-    except ValueError:  # not the main thread: no handler, SIGTERM then kills as usual
-        pass
-
-    bar = progress(total=total_samples, initial=min(samples, total_samples), unit="sample",
-                   disable=not (main and progress_bar), desc=f"train {model}")
-    sums: dict[str, float] = {}
-    count = 0
-    tick = time.perf_counter()
+    if validation_set is not None and run.main:
+        validation = validation_subset(_open_dataset(validation_set, o["seed"], "validation set"),
+                                       o["validation_samples"])
+    nets = _build(run)
+    _resume(run, nets)
+    if run.main:
+        write_json(run.run_dir / "training_options.json", run.config)
+    writer = _tensorboard(run)
+    bar = progress(total=o["total_samples"], initial=min(run.samples, o["total_samples"]),
+                   unit="sample", disable=not (run.main and o["progress_bar"]),
+                   desc=f"train {run.model}")
     last_validation = None
-    generator.train()
-    discriminator.train()
     try:
-        while samples < total_samples:
-            epoch, start = divmod(step, steps_per_epoch)
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            loader = DataLoader(
-                dataset, batch_sampler=EpochBatches(epoch_order(n, seed, epoch), batch_size,
-                                                    start, rank, world),
-                num_workers=num_workers, collate_fn=collate, pin_memory=device.type == "cuda",
-                # Its own generator: the loader must not draw from the global RNG, or a resumed
-                # run would drift from an uninterrupted one.
-                generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-            for batch in loader:
-                batch = model_inputs(batch, device)
-                losses = pair.scheme.train_step(
-                    batch, step, seed=seed, generator=generator, discriminator=discriminator,
-                    optimizers=optimizers, precision=precision)
-                step += 1
-                samples += batch_size
-                names = sorted(losses)
-                packed = torch.stack([losses[k].float() for k in names]
-                                     + [torch.tensor(float(stop["signal"]), device=device)])
-                packed = _all_mean(packed, world).cpu()
-                values = dict(zip(names, packed[:-1].tolist(), strict=True))
-                bad = {k: v for k, v in values.items() if not np.isfinite(v)}
-                if bad:
-                    raise TrainingError(
-                        f"non-finite loss at step {step} (sample {samples}) of {run_dir}: {bad}; "
-                        f"last good checkpoint: {last_good or 'none (no checkpoint saved yet)'}")
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                bar.update(batch_size)
-                boundary = samples - batch_size
-                if samples // log_every_samples > boundary // log_every_samples and main:
-                    elapsed = time.perf_counter() - tick
-                    record = {"step": step, "samples": samples, "epoch": epoch,
-                              "samples_per_second": count * batch_size / max(elapsed, 1e-9)}
-                    record.update({k: v / count for k, v in sums.items()})
-                    _log_record(run_dir, writer, record)
-                    bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()
-                                     if k.startswith("g_")}, refresh=False)
-                    sums, count, tick = {}, 0, time.perf_counter()
-                if (validation is not None
-                        and samples // validation_every_samples > boundary // validation_every_samples):
-                    last_validation = _validate(generator, validation, device, precision,
-                                                run_dir, writer, step, samples)
-                done = samples >= total_samples
-                if (done or packed[-1] > 0
-                        or samples // checkpoint_every_samples
-                        > boundary // checkpoint_every_samples):
-                    last_good = save_checkpoint()
-                if packed[-1] > 0:
-                    raise TrainingInterrupted(
-                        f"{run_dir}: stopped by SIGTERM at sample {samples}; checkpoint saved to "
-                        f"{last_good}; rerun to resume")
-                if done:
-                    break
-        if validation is not None and main:
-            last_validation = _validate(generator, validation, device, precision, run_dir,
-                                        writer, step, samples)
-        if main:
-            export_generator(output, generator, model, resolved_model_options, config, step,
-                             samples, validation=last_validation)
-            log.info("trained %s for %d samples; generator written to %s", model, samples, output)
-        if world > 1:
-            dist.barrier()
+        with _sigterm_flag() as stop:
+            last_validation = _epochs(run, nets, dataset, validation, writer, bar, stop)
+        if validation is not None and run.main:
+            last_validation = _validate(run, nets, validation, writer)
+        if run.main:
+            export_generator(run.output, nets.generator, run.model, run.model_options,
+                             run.config, run.step, run.samples, validation=last_validation)
+            log.info("trained %s for %d samples; generator written to %s", run.model,
+                     run.samples, run.output)
+        distributed.barrier(run.world)
     finally:
         bar.close()
         if writer is not None:
             writer.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-    return {"output": str(output), "step": step, "samples": samples,
-            "checkpoint": str(last_good) if last_good else None, "validation": last_validation,
-            "resumed_from": str(resumed_from) if resumed_from else None}
+    return {"output": str(run.output), "step": run.step, "samples": run.samples,
+            "checkpoint": str(run.last_good) if run.last_good else None,
+            "validation": last_validation,
+            "resumed_from": str(run.resumed_from) if run.resumed_from else None}
+
+
+@dataclass
+class _Networks:
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    scheme: object
+    optimizers: tuple
+    precision: Precision
+
+
+def _build(run: _Run) -> _Networks:
+    rng.seed_all(run.o["seed"])  # same initial weights on every rank
+    pair = registry.build(run.model, run.model_options)
+    generator = pair.generator.to(run.device)
+    discriminator = pair.discriminator.to(run.device)
+    if run.world > 1 and run.device.type == "cuda" and run.o["sync_batchnorm"]:
+        generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+    return _Networks(generator, discriminator, pair.scheme,
+                     pair.scheme.optimizers(generator, discriminator),
+                     Precision(run.device, run.o["mixed_precision"]))
+
+
+def _resume(run: _Run, nets: _Networks) -> None:
+    """Load the newest checkpoint into `nets` and `run`, or seed this rank's fresh streams."""
+    seed = run.o["seed"]
+    # the newest checkpoint that loads: a truncated newer one is skipped, with a warning
+    run.resumed_from, state = ckpt.latest_loadable_checkpoint(run.checkpoints,
+                                                              map_location=run.device)
+    run.last_good = run.resumed_from
+    if run.resumed_from is None:
+        # Per-rank streams for in-step randomness (e.g. WGAN-GP's interpolation weights).
+        rng.seed_all(rng.rank_seed(seed, run.rank))
+        return
+    for key in _RESUME_KEYS:
+        if state["config"].get(key) != run.config[key]:
+            raise LipsyncError(
+                f"{run.resumed_from}: was made with {key}={state['config'].get(key)!r}, this run "
+                f"has {run.config[key]!r}; use another run_dir or delete the checkpoints")
+    nets.generator.load_state_dict(state["generator"])
+    nets.discriminator.load_state_dict(state["discriminator"])
+    for optimizer, saved in zip(nets.optimizers, state["optimizers"], strict=True):
+        optimizer.load_state_dict(saved)
+    for which, saved in state["scalers"].items():
+        nets.precision.scalers[which].load_state_dict(saved)
+    run.step, run.samples = state["step"], state["samples"]
+    if len(state["rng"]) == run.world:
+        rng.set_rng_state(state["rng"][run.rank])
+    else:
+        log.warning("%s was saved by %d processes, now %d: fresh random streams",
+                    run.resumed_from, len(state["rng"]), run.world)
+        rng.seed_all(rng.rank_seed(seed, run.rank + 1, run.step))
+    if run.main:
+        log.info("resumed from %s at sample %d (step %d)", run.resumed_from, run.samples,
+                 run.step)
+
+
+def _tensorboard(run: _Run):
+    if not run.main:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run.run_dir / "tensorboard"))
+
+
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[dict]:
+    """A dict whose "signal" turns True on SIGTERM, for the block; the loop saves and stops."""
+    stop = {"signal": False}
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=True))
+    except ValueError:  # not the main thread: no handler, SIGTERM then kills as usual
+        pass
+    try:
+        yield stop
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _save_checkpoint(run: _Run, nets: _Networks) -> Path:
+    states = distributed.all_gather(rng.rng_state(), run.world)
+    path = ckpt.checkpoint_path(run.checkpoints, run.samples)
+    if run.main:
+        ckpt.save(path, {
+            "model": run.model, "model_options": run.model_options, "config": run.config,
+            "generator": nets.generator.state_dict(),
+            "discriminator": nets.discriminator.state_dict(),
+            "optimizers": [optimizer.state_dict() for optimizer in nets.optimizers],
+            "scalers": {k: s.state_dict() for k, s in nets.precision.scalers.items()},
+            "step": run.step, "samples": run.samples, "rng": states,
+            "data_order": {"seed": run.o["seed"], "epoch": run.step // run.steps_per_epoch,
+                           "batch_in_epoch": run.step % run.steps_per_epoch},
+            "provenance": provenance(), "saved_at": time.time()})
+        ckpt.prune(run.checkpoints, run.o["keep_checkpoints"])
+    distributed.barrier(run.world)
+    return path
+
+
+def _epoch_loader(run: _Run, dataset, epoch: int, start: int) -> DataLoader:
+    seed = run.o["seed"]
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    return DataLoader(
+        dataset, batch_sampler=EpochBatches(epoch_order(len(dataset), seed, epoch),
+                                            run.o["batch_size"], start, run.rank, run.world),
+        num_workers=run.o["num_workers"], collate_fn=collate,
+        pin_memory=run.device.type == "cuda",
+        # Its own generator: the loader must not draw from the global RNG, or a resumed run
+        # would drift from an uninterrupted one.
+        generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def _crossed(samples: int, batch_size: int, every: int) -> bool:
+    """Whether the last batch crossed a multiple of `every` samples."""
+    return samples // every > (samples - batch_size) // every
+
+
+def _epochs(run: _Run, nets: _Networks, dataset, validation, writer, bar, stop: dict):
+    """Train until total_samples; returns the last validation scores (None if none ran)."""
+    o = run.o
+    batch_size = o["batch_size"]
+    meter = _LossMeter()
+    last_validation = None
+    nets.generator.train()
+    nets.discriminator.train()
+    while run.samples < o["total_samples"]:
+        epoch, start = divmod(run.step, run.steps_per_epoch)
+        for batch in _epoch_loader(run, dataset, epoch, start):
+            losses = nets.scheme.train_step(
+                model_inputs(batch, run.device), run.step, seed=o["seed"],
+                generator=nets.generator, discriminator=nets.discriminator,
+                optimizers=nets.optimizers, precision=nets.precision)
+            run.step += 1
+            run.samples += batch_size
+            values, stopping = _mean_losses(run, losses, stop["signal"])
+            meter.add(values)
+            bar.update(batch_size)
+            if run.main and _crossed(run.samples, batch_size, o["log_every_samples"]):
+                _log_record(run.run_dir, writer, meter.record(run, epoch, batch_size))
+                bar.set_postfix(meter.postfix(), refresh=False)
+                meter.reset()
+            if validation is not None and _crossed(run.samples, batch_size,
+                                                   o["validation_every_samples"]):
+                last_validation = _validate(run, nets, validation, writer)
+            done = run.samples >= o["total_samples"]
+            if done or stopping or _crossed(run.samples, batch_size,
+                                            o["checkpoint_every_samples"]):
+                run.last_good = _save_checkpoint(run, nets)
+            if stopping:
+                raise TrainingInterrupted(
+                    f"{run.run_dir}: stopped by SIGTERM at sample {run.samples}; checkpoint saved "
+                    f"to {run.last_good}; rerun to resume")
+            if done:
+                break
+    return last_validation
+
+
+def _mean_losses(run: _Run, losses: dict, stop_requested: bool) -> tuple[dict, bool]:
+    """The batch's losses averaged over ranks, and whether any rank got SIGTERM; a non-finite
+    loss stops training naming the last good checkpoint."""
+    names = sorted(losses)
+    packed = torch.stack([losses[k].float() for k in names]
+                         + [torch.tensor(float(stop_requested), device=run.device)])
+    packed = distributed.all_mean(packed, run.world).cpu()
+    values = dict(zip(names, packed[:-1].tolist(), strict=True))
+    bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+    if bad:
+        raise TrainingError(
+            f"non-finite loss at step {run.step} (sample {run.samples}) of {run.run_dir}: {bad}; "
+            f"last good checkpoint: {run.last_good or 'none (no checkpoint saved yet)'}")
+    return values, bool(packed[-1] > 0)
+
+
+class _LossMeter:
+    """Mean losses and throughput since the last log line."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.tick = time.perf_counter()
+
+    def add(self, values: dict) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def record(self, run: _Run, epoch: int, batch_size: int) -> dict:
+        elapsed = time.perf_counter() - self.tick
+        return {"step": run.step, "samples": run.samples, "epoch": epoch,
+                "samples_per_second": self.count * batch_size / max(elapsed, 1e-9),
+                **{k: v / self.count for k, v in self.sums.items()}}
+
+    def postfix(self) -> dict:
+        return {k: f"{v / self.count:.4f}" for k, v in self.sums.items() if k.startswith("g_")}
 
 
 def _log_record(run_dir: Path, writer, record: dict) -> None:
@@ -482,10 +467,10 @@ def _log_record(run_dir: Path, writer, record: dict) -> None:
              ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)))
 
 
-def _validate(generator, validation, device, precision, run_dir, writer, step, samples) -> dict:
-    scores = evaluate(generator, validation, device=device, precision=precision)
-    _log_record(run_dir, writer, {"step": step, "samples": samples,
-                                  **{f"validation_{k}": float(v) for k, v in scores.items()}})
+def _validate(run: _Run, nets: _Networks, validation, writer) -> dict:
+    scores = evaluate(nets.generator, validation, device=run.device, precision=nets.precision)
+    _log_record(run.run_dir, writer, {"step": run.step, "samples": run.samples,
+                                      **{f"validation_{k}": float(v) for k, v in scores.items()}})
     return scores
 
 
@@ -496,7 +481,7 @@ def export_generator(output, generator, model: str, model_options: dict, config:
     return ckpt.save(output, {"kind": "generator", "model": model, "model_options": model_options,
                               "generator": state, "config": config, "step": step,
                               "samples": samples, "validation": validation,
-                              "provenance": describe()})
+                              "provenance": provenance()})
 
 
 def _set_aside_stale_checkpoints(run_dir: Path, train_set, options: dict) -> None:
@@ -509,10 +494,11 @@ def _set_aside_stale_checkpoints(run_dir: Path, train_set, options: dict) -> Non
     """
     checkpoints = run_dir / "checkpoints"
     stat = os.stat(train_set)
+    known = {"model": "lipgan", "model_options": None, **DEFAULTS}
     fingerprint = {
         "train_set": {"path": os.path.abspath(train_set), "size": stat.st_size,
                       "mtime_ns": stat.st_mtime_ns},
-        **{key: options.get(key, DEFAULTS.get(key)) for key in _RESUME_KEYS},
+        **{key: options.get(key, known[key]) for key in _RESUME_KEYS},
     }
     fingerprint_path = run_dir / "checkpoints.fingerprint.json"
     if checkpoints.exists() and any(checkpoints.iterdir()):
@@ -530,17 +516,21 @@ def train_run(train_set, run_dir, output, *, options: dict, validation_set=None,
               threads: int = 1) -> dict:
     """CLI entry (`lipsync train`): options = {"model", "model_options", any training_loop key}."""
     options = dict(options)
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise LipsyncError(f"unknown training option(s) {', '.join(unknown)}; "
-                           f"known: {', '.join(sorted(DEFAULTS))}")
-    options.setdefault("num_workers", max(0, threads))
+    model = options.pop("model", "lipgan")
+    model_options = options.pop("model_options", None)
+    # Checked before anything touches the run folder.
+    options = resolve(OPTIONS, options, "training option") | {
+        "num_workers": options.get("num_workers", max(0, threads))}
+    model_options = registry.resolve_options(model, model_options)
+    if not Path(train_set).is_file():
+        raise InputError(train_set, "training set not found")
     # Rank 0 alone; the other ranks wait for it in init_process_group's barrier.
-    if distributed_environment()[0] == 0:
-        _set_aside_stale_checkpoints(Path(run_dir), train_set, options)
+    if distributed.distributed_environment()[0] == 0:
+        _set_aside_stale_checkpoints(Path(run_dir), train_set,
+                                     {"model": model, "model_options": model_options, **options})
     return training_loop(train_set=train_set, run_dir=run_dir, validation_set=validation_set,
-                         output=output, **options)
+                         output=output, model=model, model_options=model_options, **options)
 
 
-__all__ = ["DEFAULTS", "TrainingInterrupted", "evaluate", "export_generator", "training_loop",
-           "train_run"]
+__all__ = ["DEFAULTS", "OPTIONS", "TrainingInterrupted", "evaluate", "export_generator",
+           "training_loop", "train_run"]

@@ -6,9 +6,11 @@ import contextlib
 import random
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+# Precision lives in lipsync.precision; imported here for the schemes (and older imports).
+from lipsync.precision import Precision
 
 
 def contrastive_loss(distance: torch.Tensor, unsynced: float) -> torch.Tensor:
@@ -16,75 +18,6 @@ def contrastive_loss(distance: torch.Tensor, unsynced: float) -> torch.Tensor:
     distance = distance.float()
     return ((1 - unsynced) * distance ** 2
             + unsynced * torch.clamp(1 - distance, min=0) ** 2).mean()
-
-
-class Precision:
-    """Autocast, gradient scaling and (under torch.distributed) gradient averaging.
-
-    `mode`: True picks bf16 where the GPU has it, else fp16 with a GradScaler; "bf16", "fp16" or
-    False force a choice. On CPU everything runs in float32.
-    """
-
-    def __init__(self, device: torch.device, mode: bool | str = True):
-        self.device = device
-        self.dtype = None
-        if device.type == "cuda" and mode:
-            if mode == "fp16" or (mode is True and not torch.cuda.is_bf16_supported()):
-                self.dtype = torch.float16
-            else:
-                self.dtype = torch.bfloat16
-        fp16 = self.dtype == torch.float16
-        # One scaler per optimizer: the two networks step on separate backward passes.
-        self.scalers = {which: torch.amp.GradScaler("cuda", enabled=fp16)
-                        for which in ("generator", "discriminator")}
-
-    @property
-    def name(self) -> str:
-        return {None: "float32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-
-    def autocast(self):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
-    def scale(self, loss: torch.Tensor, which: str) -> tuple[torch.Tensor, float]:
-        scaler = self.scalers[which]
-        if not scaler.is_enabled():
-            return loss, 1.0
-        return scaler.scale(loss), float(scaler.get_scale())
-
-    def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, module: nn.Module,
-               which: str) -> None:
-        """Backward `loss`, average gradients over ranks, step `optimizer`."""
-        optimizer.zero_grad(set_to_none=True)
-        scaler = self.scalers[which]
-        scaler.scale(loss).backward()
-        average_gradients(module)
-        scaler.step(optimizer)
-        scaler.update()
-
-
-def average_gradients(module: nn.Module) -> None:
-    """All-reduce the gradients of `module` over ranks (a no-op in a single process).
-
-    Done by hand rather than with DistributedDataParallel (as NVlabs' stylegan2-ada does): GAN
-    steps freeze the discriminator inside the generator's step, run critic-only batches and take
-    double-backward gradient penalties, none of which fit DDP's one-forward-one-backward reducer.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.flatten() for p in params])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p))
-        offset += n
 
 
 @contextlib.contextmanager

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from lipsync.models.critic import WGAN_DEFAULTS, build_wgan
+from lipsync.models import l1wgan_gp
+from lipsync.options import defaults
 
-DEFAULTS = {**WGAN_DEFAULTS, "l1_weight": 0.0}
+INPUT_SHAPE = l1wgan_gp.INPUT_SHAPE
+OPTIONS = l1wgan_gp.wgan_options(0.0, "Plain WGAN-GP has no L1 term; > 0 makes it L1WGAN-GP.")
+DEFAULTS = defaults(OPTIONS)
 
 
 def build(options: dict):
+    from lipsync.models.critic import build_wgan
+
     return build_wgan("wgan_gp", options)
