@@ -1,4 +1,5 @@
-"""Self-describing training checkpoints and generator files: save atomically, find, load."""
+"""Self-describing training checkpoints and generator files: save atomically, find, load; resume
+from the newest one that loads."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lipsync.errors import InputError
+from lipsync.errors import InputError, LipsyncError
 from lipsync.io import atomic_path
+from lipsync.logs import get_logger
+
+log = get_logger(__name__)
 
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 
@@ -32,6 +36,32 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     checkpoints = list_checkpoints(folder)
     return checkpoints[-1] if checkpoints else None
+
+
+def latest_loadable_checkpoint(folder: str | os.PathLike, map_location="cpu"
+                               ) -> tuple[Path | None, dict | None]:
+    """(path, state) of the newest checkpoint in `folder` that loads, or (None, None) if there is
+    none. A newer one that does not load (truncated by a full disk, copied half-way) is skipped
+    with a warning naming it and why, and left in place: the next save of that sample count
+    replaces it. If every checkpoint fails, LipsyncError lists them rather than start over.
+    """
+    checkpoints = list_checkpoints(folder)
+    problems = []
+    for path in reversed(checkpoints):
+        try:
+            state = load(path, map_location=map_location)
+        except InputError as error:
+            log.warning("skipping checkpoint %s: %s; trying the one before", path, error.problem)
+            problems.append(str(error))
+            continue
+        if problems:
+            log.warning("resuming from %s instead (%d newer checkpoint(s) skipped)", path,
+                        len(problems))
+        return path, state
+    if problems:
+        raise LipsyncError(f"no checkpoint in {folder} loads ({'; '.join(problems)}); move them "
+                           "aside to start over")
+    return None, None
 
 
 def save(path: str | os.PathLike, state: dict) -> Path:
