@@ -18,7 +18,8 @@ rule mels:
     params:
         options=lambda w: options("audio", source=config["data"]["audio"]),
         shard_size=config["data"]["shard_size"],
-        code=code_hash("data/audio.py", "data/decode.py", "data/manifest.py"),
+        clips=lambda w: shard_fingerprint(w.speaker, w.shard, "audio"),
+        code=code_hash("mels"),
     shell:
-        "lipsync --log-file {log} mels --manifest {input.manifest} --shard {wildcards.shard}"
-        " --shard-size {params.shard_size} --output {output} --options {params.options:q}"
+        "lipsync --log-file {log:q} mels --manifest {input.manifest:q} --shard {wildcards.shard}"
+        " --shard-size {params.shard_size} --output {output:q} --options {params.options:q}"

@@ -1,5 +1,7 @@
 """Helpers and target lists shared by all rule files (speakers, shards, options, code hashes)."""
 
+import ast
+import functools
 import hashlib
 import json
 import math
@@ -61,19 +63,134 @@ def section(*path):
     return json.dumps(value, sort_keys=True)
 
 
-def code_hash(*modules):
-    """sha256 over the source of the given lipsync modules (paths relative to lipsync/).
+# Read by download_s3fd, never by a faces job: kept out of its params, so a new URL reruns nothing.
+S3FD_DOWNLOAD_KEYS = ("s3fd_url", "s3fd_sha256")
+
+
+def faces_options():
+    """JSON of the faces and video options a faces job reads."""
+    faces = {k: v for k, v in config["faces"].items() if k not in S3FD_DOWNLOAD_KEYS}
+    if faces["detector"] != "s3fd":
+        del faces["s3fd_weights"]
+    return json.dumps({"faces": faces, "video": config["video"]}, sort_keys=True)
+
+
+# --- code hashes: what each lipsync command runs -------------------------------------------------
+
+
+def _module_file(module):
+    """The source file of lipsync module `module` (a dotted name), or None if it names none."""
+    parts = module.split(".")
+    if parts[0] != PACKAGE.name or not all(part.isidentifier() for part in parts):
+        return None
+    base = PACKAGE.joinpath(*parts[1:])
+    for file in (base.with_suffix(".py"), base / "__init__.py"):
+        if file.is_file():
+            return file
+    return None
+
+
+def _imported_names(tree, package):
+    """Dotted names imported anywhere in `tree` (lazy imports inside functions too), and string
+    constants, since the model and metric registries import their modules by name."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - node.level + 1] + ([base] if base else [])
+                base = ".".join(parts)
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value
+
+
+def _module_closure(names):
+    """name -> file of every lipsync module that importing `names` runs, package __init__s too."""
+    found, pending = {}, list(names)
+    while pending:
+        parts = pending.pop().split(".")
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[:n])
+            file = _module_file(name)
+            if file is None or name in found:
+                continue
+            found[name] = file
+            package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+            pending.extend(
+                _imported_names(ast.parse(file.read_bytes(), str(file)), package)
+            )
+    return found
+
+
+def _cli_function_names(functions, start):
+    """Top-level functions of lipsync/cli.py reachable from `start` through the names they use."""
+    seen, pending = set(), list(start)
+    while pending:
+        name = pending.pop()
+        if name in functions and name not in seen:
+            seen.add(name)
+            pending.extend(
+                n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)
+            )
+    return seen
+
+
+@functools.cache
+def command_code(command):
+    """(cli source, {module: file}) that `lipsync <command>` runs, found statically with `ast`.
+
+    The cli part is lipsync/cli.py without the functions of the other commands; the modules are
+    every lipsync module that part imports, followed through their own imports.
+    """
+    cli_file = PACKAGE / "cli.py"
+    source = cli_file.read_text()
+    tree = ast.parse(source, str(cli_file))
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    commands = {}
+    for node in functions.values():
+        for decorator in node.decorator_list:
+            match decorator:  # @command("name", "help")(arguments_function)
+                case ast.Call(
+                    func=ast.Call(
+                        func=ast.Name(id="command"),
+                        args=[ast.Constant(value=str() as name), *_],
+                    ),
+                    args=[ast.Name(id=arguments)],
+                ):
+                    commands[name] = (node.name, arguments)
+    if command not in commands:
+        raise WorkflowError(f"lipsync/cli.py has no command {command!r}")
+    own = _cli_function_names(functions, commands[command])
+    others = set().union(
+        *(_cli_function_names(functions, c) for c in commands.values())
+    )
+    kept = [
+        node
+        for node in tree.body
+        if not (isinstance(node, ast.FunctionDef) and node.name in others - own)
+    ]
+    names = [name for node in kept for name in _imported_names(node, PACKAGE.name)]
+    modules = _module_closure(names)
+    modules.pop(f"{PACKAGE.name}.cli", None)  # stands for itself: the kept part above
+    cli_part = "\n".join(ast.get_source_segment(source, node) for node in kept)
+    return cli_part, modules
+
+
+def code_hash(command):
+    """sha256 over what `lipsync <command>` runs (see command_code): a rule's `code` param.
 
     Snakemake does not see edits to package code; this param makes an edit rerun exactly the jobs
-    that run the edited module. A folder name hashes every .py file below it.
+    whose command runs the edited code.
     """
-    digest = hashlib.sha256()
-    for module in ("errors.py", "io.py") + modules:
-        path = PACKAGE / module
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(PACKAGE)).encode())
-            digest.update(file.read_bytes())
+    cli_part, modules = command_code(command)
+    digest = hashlib.sha256(cli_part.encode())
+    for name, file in sorted(modules.items()):
+        digest.update(name.encode())
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -90,18 +207,38 @@ def corpus_root():
     return f"results/corpus/{source}"
 
 
-def local_clips(speaker):
-    """Clip ids of a speaker in a local corpus, listed at DAG-build time (a directory listing)."""
+@functools.cache
+def _local_entries(speaker):
+    """A speaker's clips in a local corpus, listed once at DAG-build time (a directory listing)."""
     from lipsync.data import local
 
-    clips = [
-        entry.clip
-        for entry in local.find_clips(
-            speaker, corpus_root(), audio=config["data"]["audio"]
-        )
-    ]
+    entries = local.find_clips(speaker, corpus_root(), audio=config["data"]["audio"])
     limit = config["data"]["max_clips_per_speaker"]
-    return clips[:limit] if limit else clips
+    return entries[:limit] if limit else entries
+
+
+def local_clips(speaker):
+    """Clip ids of a speaker in a local corpus."""
+    return [entry.clip for entry in _local_entries(speaker)]
+
+
+def shard_fingerprint(speaker, shard, kind):
+    """sha256 of (name, size, mtime_ns) of the `kind` files ("video" or "audio") that one shard's
+    job reads from a local corpus: a rule's param, so a clip replaced in place under the same name
+    reruns its shard. Other sources write their corpus through rules, which Snakemake tracks.
+    """
+    if config["data"]["source"] != "local":
+        return ""
+    entries = _local_entries(speaker)
+    size = config["data"]["shard_size"]
+    if size:
+        entries = entries[int(shard) * size : (int(shard) + 1) * size]
+    digest = hashlib.sha256()
+    for entry in entries:
+        path = entry.video if kind == "video" else (entry.audio or entry.video)
+        stat = os.stat(path)
+        digest.update(f"{Path(path).name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def clip_count(speaker):
@@ -174,3 +311,44 @@ def all_targets():
         + expand("results/figures/contact_sheet_{split}.png", split=["test"])
         + expand("results/generated/{run}.png", run=evaluated_runs())
     )
+
+
+# --- a rerun after a killed snakemake -------------------------------------------------------------
+
+_RUN_LOCK = []  # the open lock file, held as long as this snakemake runs
+
+
+def _clear_stale_locks():
+    """Remove the locks of a snakemake that was killed (kill -9, out of memory, a lost session).
+
+    Snakemake's own locks (.snakemake/locks) record no owner, so they outlive a killed snakemake
+    and stop every rerun until `snakemake --unlock`. Each snakemake of this workflow also holds a
+    shared OS lock on .snakemake/lipsync.run.lock, which the OS releases however the process ends:
+    getting it exclusively means no other snakemake runs here, so Snakemake's locks are stale.
+    """
+    from snakemake.settings.types import ExecMode
+
+    if workflow.exec_mode != ExecMode.DEFAULT:
+        return  # the snakemake inside a cluster job: the main one owns the locks
+    import fcntl
+    import shutil
+
+    state = Path(".snakemake")
+    state.mkdir(exist_ok=True)
+    handle = open(state / "lipsync.run.lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # another snakemake runs in this directory: its locks are live
+    else:
+        stale = state / "locks"
+        if stale.is_dir() and any(stale.iterdir()):
+            logger.warning(
+                f"Removing the locks of a snakemake that was killed ({stale})"
+            )
+            shutil.rmtree(stale)
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    _RUN_LOCK.append(handle)
+
+
+_clear_stale_locks()

@@ -19,10 +19,10 @@ rule splits:
     params:
         options=section("splits"),
         output_dir=lambda w, output: os.path.dirname(output[0]),
-        code=code_hash("data/splits.py"),
+        code=code_hash("splits"),
     shell:
-        "lipsync --log-file {log} splits --coverage {input.coverage} --mels {input.mels}"
-        " --output-dir {params.output_dir} --options {params.options:q}"
+        "lipsync --log-file {log:q} splits --coverage {input.coverage:q} --mels {input.mels:q}"
+        " --output-dir {params.output_dir:q} --options {params.options:q}"
 
 
 rule pack:
@@ -54,10 +54,10 @@ rule pack:
             },
             sort_keys=True,
         ),
-        code=code_hash("data/pack.py", "data/samples.py"),
+        code=code_hash("pack"),
     shell:
-        "lipsync --log-file {log} pack --split {wildcards.split} --clips {input.clips}"
-        " --faces {input.faces} --mels {input.mels} --output {output}"
+        "lipsync --log-file {log:q} pack --split {wildcards.split} --clips {input.clips:q}"
+        " --faces {input.faces:q} --mels {input.mels:q} --output {output:q}"
         " --options {params.options:q}"
 
 
@@ -75,6 +75,6 @@ rule contact_sheet:
     conda:
         "../../envs/lipsync.yaml"
     params:
-        code=code_hash("data/sheets.py", "data/dataset.py"),
+        code=code_hash("contact-sheet"),
     shell:
-        "lipsync --log-file {log} contact-sheet --dataset {input} --output {output}"
+        "lipsync --log-file {log:q} contact-sheet --dataset {input:q} --output {output:q}"

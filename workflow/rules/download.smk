@@ -28,12 +28,10 @@ if SOURCE == "grid":
                 audio=config["data"]["audio"],
                 max_clips_per_speaker=config["data"]["max_clips_per_speaker"],
             ),
-            code=code_hash(
-                "data/download.py", "data/grid.py", "data/local.py", "data/manifest.py"
-            ),
+            code=code_hash("download-grid"),
         shell:
-            "lipsync --log-file {log} download-grid --speaker {wildcards.speaker} --root {params.root}"
-            " --manifest {output.manifest} --options {params.options:q}"
+            "lipsync --log-file {log:q} download-grid --speaker {wildcards.speaker} --root {params.root:q}"
+            " --manifest {output.manifest:q} --options {params.options:q}"
 
 elif SOURCE == "local":
 
@@ -52,10 +50,10 @@ elif SOURCE == "local":
                 audio=config["data"]["audio"],
                 max_clips_per_speaker=config["data"]["max_clips_per_speaker"],
             ),
-            code=code_hash("data/local.py", "data/manifest.py"),
+            code=code_hash("scan-local"),
         shell:
-            "lipsync --log-file {log} scan-local --speaker {wildcards.speaker} --root {params.root}"
-            " --manifest {output.manifest} --options {params.options:q}"
+            "lipsync --log-file {log:q} scan-local --speaker {wildcards.speaker} --root {params.root:q}"
+            " --manifest {output.manifest:q} --options {params.options:q}"
 
 else:
 
@@ -74,10 +72,10 @@ else:
                 fps=config["video"]["fps"],
                 frames_per_clip=config["video"]["frames_per_clip"],
             ),
-            code=code_hash("data/synthetic.py", "data/local.py", "data/manifest.py"),
+            code=code_hash("synthesize"),
         shell:
-            "lipsync --log-file {log} synthesize --speaker {wildcards.speaker} --root {params.root}"
-            " --manifest {output.manifest} --options {params.options:q}"
+            "lipsync --log-file {log:q} synthesize --speaker {wildcards.speaker} --root {params.root:q}"
+            " --manifest {output.manifest:q} --options {params.options:q}"
 
 
 rule download_s3fd:
@@ -92,7 +90,7 @@ rule download_s3fd:
         url=config["faces"]["s3fd_url"],
         sha256=config["faces"]["s3fd_sha256"] or "",
     shell:
-        "lipsync --log-file {log} download-weights --url {params.url:q} --output {output:q}"
+        "lipsync --log-file {log:q} download-weights --url {params.url:q} --output {output:q}"
         " $( [ -n '{params.sha256}' ] && echo --sha256 {params.sha256} )"
 
 
@@ -108,5 +106,5 @@ rule download_inception:
         url=config["evaluate"]["fid"]["url"],
         sha256=config["evaluate"]["fid"]["sha256"] or "",
     shell:
-        "lipsync --log-file {log} download-weights --url {params.url:q} --output {output:q}"
+        "lipsync --log-file {log:q} download-weights --url {params.url:q} --output {output:q}"
         " $( [ -n '{params.sha256}' ] && echo --sha256 {params.sha256} )"

@@ -18,9 +18,9 @@ rule fid_reference:
         runtime=60,
     params:
         options=section("evaluate", "fid"),
-        code=code_hash("metrics/fid.py"),
+        code=code_hash("fid-reference"),
     shell:
-        "lipsync --log-file {log} fid-reference --test-set {input.test_set} --output {output}"
+        "lipsync --log-file {log:q} fid-reference --test-set {input.test_set:q} --output {output:q}"
         " --threads {threads} --options {params.options:q}"
 
 
@@ -44,8 +44,8 @@ rule score:
         runtime=60,
     params:
         options=section("evaluate"),
-        code=code_hash("metrics"),
+        code=code_hash("score"),
     shell:
-        "lipsync --log-file {log} score --generated {input.generated} --test-set {input.test_set}"
-        " --fid-reference {input.fid_reference} --scores {output.scores}"
-        " --summary {output.summary} --threads {threads} --options {params.options:q}"
+        "lipsync --log-file {log:q} score --generated {input.generated:q} --test-set {input.test_set:q}"
+        " --fid-reference {input.fid_reference:q} --scores {output.scores:q}"
+        " --summary {output.summary:q} --threads {threads} --options {params.options:q}"

@@ -19,12 +19,11 @@ rule faces:
         mem_mb=4000,
         runtime=120,
     params:
-        options=options("faces", "video"),
+        options=faces_options(),
         shard_size=config["data"]["shard_size"],
-        code=code_hash(
-            "data/faces.py", "data/detectors.py", "data/decode.py", "data/manifest.py"
-        ),
+        clips=lambda w: shard_fingerprint(w.speaker, w.shard, "video"),
+        code=code_hash("faces"),
     shell:
-        "lipsync --log-file {log} faces --manifest {input.manifest} --shard {wildcards.shard}"
-        " --shard-size {params.shard_size} --output {output.crops} --coverage {output.coverage}"
+        "lipsync --log-file {log:q} faces --manifest {input.manifest:q} --shard {wildcards.shard}"
+        " --shard-size {params.shard_size} --output {output.crops:q} --coverage {output.coverage:q}"
         " --threads {threads} --options {params.options:q}"

@@ -20,15 +20,16 @@ rule tables:
             )
             for table in TABLES
         ],
+        "results/tables/summary.md",
     log:
         "results/logs/tables.log",
     conda:
         "../../envs/lipsync.yaml"
     params:
         output_dir=lambda w, output: os.path.dirname(output[0]),
-        code=code_hash("report/tables.py"),
+        code=code_hash("tables"),
     shell:
-        "lipsync --log-file {log} tables --summaries {input} --output-dir {params.output_dir}"
+        "lipsync --log-file {log:q} tables --summaries {input:q} --output-dir {params.output_dir:q}"
 
 
 rule figures:
@@ -53,8 +54,8 @@ rule figures:
         "../../envs/lipsync.yaml"
     params:
         options=section("report"),
-        code=code_hash("report/figures.py"),
+        code=code_hash("figures"),
     shell:
-        "lipsync --log-file {log} figures --test-set {input.test_set} --generated {input.generated}"
-        " --scores {input.scores} --qualitative {output.qualitative}"
-        " --distributions {output.distributions} --options {params.options:q}"
+        "lipsync --log-file {log:q} figures --test-set {input.test_set:q} --generated {input.generated:q}"
+        " --scores {input.scores:q} --qualitative {output.qualitative:q}"
+        " --distributions {output.distributions:q} --options {params.options:q}"

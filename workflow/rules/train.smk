@@ -29,11 +29,11 @@ rule train:
             if int(resources.gpu) <= 1
             else f"torchrun --standalone --nproc-per-node {resources.gpu} -m lipsync.cli"
         ),
-        code=code_hash("train.py", "checkpoint.py", "models", "data/dataset.py"),
+        code=code_hash("train"),
     shell:
-        "{params.launcher} --log-file {log} train --train-set {input.train_set}"
-        " --validation-set {input.validation_set} --run-dir {params.run_dir}"
-        " --output {output} --threads {threads} --options {params.options:q}"
+        "{params.launcher} --log-file {log:q} train --train-set {input.train_set:q}"
+        " --validation-set {input.validation_set:q} --run-dir {params.run_dir:q}"
+        " --output {output:q} --threads {threads} --options {params.options:q}"
 
 
 rule generate:
@@ -61,7 +61,7 @@ rule generate:
         runtime=60,
     params:
         generator=lambda w, input: input.generator or "identity",
-        code=code_hash("generate.py", "models", "data/dataset.py", "data/sheets.py"),
+        code=code_hash("generate"),
     shell:
-        "lipsync --log-file {log} generate --generator {params.generator} --test-set {input.test_set}"
-        " --output {output.faces} --sheet {output.sheet} --threads {threads}"
+        "lipsync --log-file {log:q} generate --generator {params.generator:q} --test-set {input.test_set:q}"
+        " --output {output.faces:q} --sheet {output.sheet:q} --threads {threads}"
