@@ -165,6 +165,29 @@ def _contact_sheet(args):
     sheets.dataset_contact_sheet(args.dataset, args.output, max_clips=args.max_clips)
 
 
+def _pack_subset_arguments(parser):
+    parser.add_argument("--root", required=True, help="local GRID copy, e.g. ../shared/grid-s1")
+    parser.add_argument("--speaker", default="s1")
+    parser.add_argument("--output", required=True, help="folder for train.h5 and test.h5")
+    parser.add_argument("--train-clips", type=int, default=None,
+                        help="default: lipsync.subset.DEFAULTS")
+    parser.add_argument("--test-clips", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    _add_options(parser)
+
+
+@command("pack-subset", "pack a compact train/test subset of one speaker (benchmarks/gpu.py)")(
+    _pack_subset_arguments
+)
+def _pack_subset(args):
+    from lipsync import subset
+
+    counts = {k: v for k, v in (("train_clips", args.train_clips),
+                                ("test_clips", args.test_clips)) if v is not None}
+    subset.pack_subset(args.root, args.output, speaker=args.speaker, options=args.options,
+                       threads=args.threads, **counts)
+
+
 # --- training and generation --------------------------------------------------------------------
 
 
@@ -207,37 +230,48 @@ def _generate(args):
 # --- evaluation and report ----------------------------------------------------------------------
 
 
-def _fid_reference_arguments(parser):
+def _reference_arguments(parser):
+    parser.add_argument("--metric", required=True, help="registered metric name (fid, lmd, ...)")
     parser.add_argument("--test-set", required=True)
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--output", required=True, help="reference data (.npz)")
     parser.add_argument("--threads", type=int, default=1)
     _add_options(parser)
 
 
-@command("fid-reference", "Inception statistics of the real test faces")(_fid_reference_arguments)
-def _fid_reference(args):
-    from lipsync.metrics import fid
+@command("metric-reference", "a metric's work on the real test faces, computed once")(
+    _reference_arguments)
+def _metric_reference(args):
+    from lipsync.metrics import score
 
-    fid.reference_statistics(args.test_set, args.output, options=args.options,
-                             threads=args.threads)
+    score.write_reference(args.metric, args.test_set, args.output, options=args.options,
+                          threads=args.threads)
+
+
+def _named_path(text: str) -> tuple[str, str]:
+    name, separator, path = text.partition("=")
+    if not separator or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected METRIC=PATH, got {text!r}")
+    return name, path
 
 
 def _score_arguments(parser):
     parser.add_argument("--generated", required=True)
     parser.add_argument("--test-set", required=True)
-    parser.add_argument("--fid-reference", required=True)
-    parser.add_argument("--scores", required=True, help="per-sample SSIM/PSNR TSV")
+    parser.add_argument("--reference", type=_named_path, action="append", default=[],
+                        metavar="METRIC=PATH", help="reference data of a metric (repeatable)")
+    parser.add_argument("--scores", required=True, help="per-frame scores TSV")
+    parser.add_argument("--clip-scores", required=True, help="per-clip scores TSV")
     parser.add_argument("--summary", required=True, help="JSON of every metric")
     parser.add_argument("--threads", type=int, default=1)
     _add_options(parser)
 
 
-@command("score", "FID, SSIM and PSNR of one generated test set")(_score_arguments)
+@command("score", "every configured metric of one generated test set")(_score_arguments)
 def _score(args):
-    from lipsync.metrics import evaluate
+    from lipsync.metrics import score
 
-    evaluate.score_run(args.generated, args.test_set, args.fid_reference, args.scores,
-                       args.summary, options=args.options, threads=args.threads)
+    score.score_run(args.generated, args.test_set, dict(args.reference), args.scores,
+                    args.clip_scores, args.summary, options=args.options, threads=args.threads)
 
 
 def _tables_arguments(parser):

@@ -105,3 +105,97 @@ def make_shard_files(tmp_path: Path, *, speakers: tuple[str, ...] = ("s1",), cli
         files.mels.append(mels_path)
         files.coverage.append(coverage_path)
     return files
+
+
+# --- test sets and generated sets for the metrics (docs/ARCHITECTURE.md's HDF5 contract) ---------
+
+METRIC_CLIPS = [("s1", "bbaf2n"), ("s2", "lgaz8p")]
+CROPS_PER_CLIP = 6
+# Offline plumbing: seeded random Inception, first block (64-d) so tests take seconds.
+EVALUATE_OPTIONS = {"metrics": ["fid", "kid", "ssim", "psnr"],
+                    "fid": {"random_weights": True, "dims": 64, "batch_size": 8},
+                    "kid": {"subsets": 10, "subset_size": 1000, "seed": 0},
+                    "bootstrap": {"resamples": 200, "set_resamples": 5},
+                    "batch_size": 5}
+
+
+def smooth_faces(count: int, seed: int, size: int = 96) -> np.ndarray:
+    """Face-sized uint8 RGB images with smooth structure plus noise (so SSIM is not trivial)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(30, 225, (count, 12, 12, 3)).astype(np.float64)
+    images = coarse.repeat(size // 12, axis=1).repeat(size // 12, axis=2)
+    images += rng.normal(0, 12, images.shape)
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def write_test_set(path, *, reference_self: tuple[int, ...] = (0,), seed: int = 0,
+                   faces: np.ndarray | None = None, clips=None,
+                   crops_per_clip: int = CROPS_PER_CLIP, mel_steps_per_clip: int = 0
+                   ) -> np.ndarray:
+    """A test split per docs/ARCHITECTURE.md; samples = every crop; returns the faces.
+
+    Each sample's fixed reference is three crops later in its clip, except the samples in
+    `reference_self`, whose reference is their own target (the identity run then copies it).
+    `mel_steps_per_clip` > 0 stores a random mel of that many steps per clip.
+    """
+    clips = clips or METRIC_CLIPS
+    n_crops = len(clips) * crops_per_clip
+    faces = smooth_faces(n_crops, seed) if faces is None else faces
+    clip_index = np.repeat(np.arange(len(clips)), crops_per_clip).astype(np.int32)
+    frames = np.tile(np.arange(4, 4 + crops_per_clip), len(clips)).astype(np.int32)
+    crops = np.arange(n_crops, dtype=np.int64)
+    within = crops % crops_per_clip
+    reference = crops - within + (within + 3) % crops_per_clip
+    reference[list(reference_self)] = crops[list(reference_self)]
+    steps = max(mel_steps_per_clip, 0)
+    with h5py.File(path, "w") as handle:
+        handle["faces"] = faces
+        handle["mels"] = np.random.default_rng(seed).standard_normal(
+            (steps * len(clips), 80)).astype(np.float32)
+        handle["clips/speaker"] = np.array([s for s, _ in clips], dtype=object)
+        handle["clips/clip"] = np.array([c for _, c in clips], dtype=object)
+        handle["clips/crop_start"] = np.arange(len(clips), dtype=np.int64) * crops_per_clip
+        handle["clips/crop_count"] = np.full(len(clips), crops_per_clip, dtype=np.int64)
+        handle["clips/mel_start"] = np.arange(len(clips), dtype=np.int64) * steps
+        handle["clips/mel_count"] = np.full(len(clips), steps, dtype=np.int64)
+        handle["crops/clip_index"] = clip_index
+        handle["crops/frame"] = frames
+        handle["samples/crop"] = crops
+        handle["samples/mel_start"] = np.zeros(n_crops, dtype=np.int64)
+        handle["samples/reference"] = reference.astype(np.int64)
+        handle.attrs["layout"] = "raw"
+        handle.attrs["image_size"] = faces.shape[1]
+    return faces
+
+
+def write_generated(path, faces: np.ndarray, model: str = "lipgan") -> None:
+    with h5py.File(path, "w") as handle:
+        handle["faces"] = faces
+        handle.attrs["model"] = model
+        handle.attrs["checkpoint"] = f"train/{Path(path).stem}/generator.pt"
+
+
+def noisy(faces: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(faces + rng.normal(0, sigma, faces.shape), 0, 255).astype(np.uint8)
+
+
+def identity_faces(test_path) -> np.ndarray:
+    with h5py.File(test_path, "r") as handle:
+        return handle["faces"][()][handle["samples/reference"][()]]
+
+
+def score_all(folder: Path, test_path: Path, generated: Path, options: dict, run: str = ""
+              ) -> dict:
+    """Reference data for every configured metric that has any, then score one generated set;
+    writes folder/reference/{metric}.npz and folder/metrics/{run}/... and returns the summary."""
+    from lipsync.metrics import registry, score
+
+    references = {}
+    for name in registry.reference_metrics(options):
+        references[name] = folder / "reference" / f"{name}.npz"
+        if not references[name].exists():
+            score.write_reference(name, test_path, references[name], options=options)
+    out = folder / "metrics" / (run or Path(generated).stem)
+    return score.score_run(generated, test_path, references, out / "scores.tsv",
+                           out / "clips.tsv", out / "summary.json", options=options)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -22,8 +20,10 @@ import numpy as np
 import torch
 
 from lipsync.errors import InputError, LipsyncError
-from lipsync.io import atomic_path, sha256_file
+from lipsync.io import sha256_file
 from lipsync.logs import get_logger
+from lipsync.metrics.base import Batch, Column, Context, Metric, Result
+from lipsync.metrics.registry import register_metric
 from lipsync.metrics.testset import TestSet, batches
 from lipsync.progress import progress
 
@@ -224,64 +224,66 @@ def image_features(batches_of_images: Iterable[np.ndarray], total: int, options:
     return np.concatenate(out) if out else np.empty((0, s["dims"]), dtype=np.float32)
 
 
-def _fingerprint_update(digest, images: np.ndarray) -> None:
-    digest.update(np.ascontiguousarray(images).tobytes())
-
-
-@dataclass(frozen=True)
-class ReferenceStatistics:
-    mu: np.ndarray
-    sigma: np.ndarray
-    n: int
-    protocol: dict
-    fingerprint: str  # sha256 of the ground-truth faces in sample order
-    test_set: str
-
-
-def reference_statistics(test_set: str | os.PathLike, output_npz: str | os.PathLike, *,
-                         options: dict, threads: int = 1) -> None:
-    """Inception mean/covariance of the test set's ground-truth faces -> `output_npz`.
-
-    The file carries N, the protocol (with its cache key) and a fingerprint of the faces, so
-    `score_run` can refuse statistics made under other settings or from another test set.
-    """
-    torch.set_num_threads(max(1, threads))
+def inception_features(batch: Batch, context: Context, options: dict) -> np.ndarray:
+    """Inception features of a batch's generated faces, computed once per batch for every metric
+    that asks with the same FID settings (FID and KID share them)."""
     s = settings(options)
-    record = protocol(s)
-    device = default_device()
-    model = build_inception(s, device)
-    digest = hashlib.sha256()
-    chunk = max(s["batch_size"], 1000)
-    with TestSet(test_set) as data:
-        def stream():
-            for start, stop in batches(data.n_samples, chunk):
-                images = data.ground_truth(start, stop)
-                _fingerprint_update(digest, images)
-                yield images
-
-        feature_rows = image_features(stream(), data.n_samples, s, device=device, model=model,
-                                      desc="FID reference features")
-        n = data.n_samples
-    for message in [small_sample_warning(n, s["dims"]), *labels(s)]:
-        if message:
-            log.warning("%s: %s", test_set, message)
-    mu, sigma = statistics(feature_rows)
-    with atomic_path(output_npz) as tmp, open(tmp, "wb") as handle:
-        # A file handle, not a name: np.savez would append ".npz" to the temporary name.
-        np.savez(handle, mu=mu, sigma=sigma, n=np.int64(n), protocol=json.dumps(record),
-                 fingerprint=digest.hexdigest(), test_set=str(test_set))
-    log.info("FID reference statistics of %d ground-truth faces (%s) -> %s", n,
-             "random weights" if s["random_weights"] else record["weights"]["weights"], output_npz)
+    key = ("inception", protocol(s)["key"])
+    model = context.shared(key, lambda: build_inception(s, context.device))
+    return batch.shared(key, lambda: features(batch.generated, model, context.device,
+                                              s["batch_size"]))
 
 
-def load_reference(path: str | os.PathLike) -> ReferenceStatistics:
-    if not Path(path).is_file():
-        raise InputError(path, "FID reference statistics not found (run `lipsync fid-reference`)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return ReferenceStatistics(mu=data["mu"], sigma=data["sigma"], n=int(data["n"]),
-                                       protocol=json.loads(str(data["protocol"])),
-                                       fingerprint=str(data["fingerprint"]),
-                                       test_set=str(data["test_set"]))
-    except (OSError, KeyError, ValueError) as error:
-        raise InputError(path, f"not FID reference statistics ({error})") from None
+@register_metric("fid", level="set", defaults=DEFAULTS,
+                 description="Fréchet Inception Distance, generated vs ground-truth test faces",
+                 columns=(Column("fid", "Fréchet Inception Distance (pytorch-fid)",
+                                 higher_is_better=False, decimals=2),))
+class FID(Metric):
+    """FID between the generated faces and the ground truth of the same samples."""
+
+    @classmethod
+    def protocol(cls, options: dict) -> dict:
+        return protocol(options)
+
+    @classmethod
+    def reference(cls, test_set: TestSet, options: dict, *, device, threads: int = 1) -> dict:
+        """Features, mean and covariance of the ground-truth faces (features kept for KID and
+        for bootstrap intervals, which resample real and generated frames together)."""
+        s = settings(options)
+        model = build_inception(s, device)
+        chunk = max(s["batch_size"], 1000)
+        stream = (test_set.ground_truth(start, stop)
+                  for start, stop in batches(test_set.n_samples, chunk))
+        rows = image_features(stream, test_set.n_samples, s, device=device, model=model,
+                              desc="FID reference features")
+        for message in [small_sample_warning(test_set.n_samples, s["dims"]), *labels(s)]:
+            if message:
+                log.warning("%s: %s", test_set.path, message)
+        mu, sigma = statistics(rows)
+        return {"features": rows.astype(np.float32), "mu": mu, "sigma": sigma}
+
+    def __init__(self, options: dict, context: Context):
+        super().__init__(options, context)
+        self.rows: list[np.ndarray] = []
+        self.features: np.ndarray | None = None
+
+    def update(self, batch: Batch) -> None:
+        self.rows.append(inception_features(batch, self.context, self.options))
+
+    def result(self) -> Result:
+        reference = self.context.reference
+        self.features = np.concatenate(self.rows)
+        mu, sigma = statistics(self.features)
+        value = frechet_distance(mu, sigma, reference["mu"], reference["sigma"])
+        n = len(self.features)
+        warnings_found = [w for w in [small_sample_warning(n, settings(self.options)["dims"])] if w]
+        return Result({"fid": value if np.isfinite(value) else None},
+                      labels=labels(self.options), warnings=warnings_found,
+                      extra={"n_generated": n, "n_reference": int(reference["n"]),
+                             "fewer_images_than_dims": bool(warnings_found)})
+
+    def resample(self, samples: np.ndarray) -> dict[str, float]:
+        real = self.context.reference["features"][samples]
+        mu, sigma = statistics(self.features[samples])
+        mu_real, sigma_real = statistics(real)
+        return {"fid": frechet_distance(mu, sigma, mu_real, sigma_real)}

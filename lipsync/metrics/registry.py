@@ -1,70 +1,112 @@
-"""The metrics by name (fid, ssim, psnr): what each computes and the protocol it is computed under.
+"""The metric registry: every metric registers here, and scoring, tables, figures and the report
+iterate what is registered and configured (`evaluate.metrics`), never a hard-coded list.
 
-Every metric states its protocol (resize mode, colour space, data range, sample count) as a dict
-that is written beside its results, so a number never travels without how it was made.
+A new metric is one module that subclasses `lipsync.metrics.base.Metric` under
+`@register_metric(...)`, one line in `MODULES` below, and one section `evaluate.<name>` in the
+config schema (its defaults are tested equal to the module's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
 
 from lipsync.errors import LipsyncError
-from lipsync.metrics import fid, ssim_psnr
+from lipsync.metrics.base import LEVELS, Column, Metric
+
+# One line per metric module; importing a module registers the metrics it defines.
+MODULES = (
+    "lipsync.metrics.fid",
+    "lipsync.metrics.kid",
+    "lipsync.metrics.ssim_psnr",
+)
+
+METRICS: dict[str, type[Metric]] = {}
+_loaded = False
 
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    description: str
-    per_frame: bool  # one value per generated frame (ssim, psnr) or one per set (fid)
-    higher_is_better: bool
-    unit: str
-    # options (the evaluate section) -> protocol dict
-    protocol: Callable[[dict], dict]
-    # per-frame metrics: (generated, truth, *, data_range, device) -> float64 array per frame;
-    # fid: (mu1, sigma1, mu2, sigma2) -> float
-    compute: Callable
+def register_metric(name: str, *, level: str, columns: tuple[Column, ...] | list[Column],
+                    defaults: dict | None = None, description: str = "",
+                    reference_of: str | None = None):
+    """Class decorator: register a `Metric` subclass under `name` (also its config section)."""
+    if level not in LEVELS:
+        raise ValueError(f"metric {name!r}: level must be one of {LEVELS}, not {level!r}")
+    if not columns:
+        raise ValueError(f"metric {name!r} declares no output columns")
+
+    def register(cls: type[Metric]) -> type[Metric]:
+        if not issubclass(cls, Metric):
+            raise TypeError(f"metric {name!r}: {cls.__name__} does not subclass Metric")
+        cls.name, cls.level, cls.columns = name, level, tuple(columns)
+        cls.defaults = dict(defaults or {})
+        cls.description = description or (cls.__doc__ or "").strip().splitlines()[0]
+        cls.reference_of = reference_of
+        METRICS[name] = cls
+        return cls
+
+    return register
 
 
-def _fid_protocol(options: dict) -> dict:
-    return fid.protocol((options or {}).get("fid"))
+def load() -> dict[str, type[Metric]]:
+    """Import every metric module once; returns the registry."""
+    global _loaded
+    if not _loaded:
+        for module in MODULES:
+            importlib.import_module(module)
+        _loaded = True
+    return METRICS
 
 
-def _ssim_protocol(options: dict) -> dict:
-    return ssim_psnr.ssim_protocol((options or {}).get("ssim_psnr"))
+def get(name: str) -> type[Metric]:
+    metrics = load()
+    if name not in metrics:
+        raise LipsyncError(f"unknown metric {name!r} (evaluate.metrics); known: "
+                           f"{', '.join(sorted(metrics))}")
+    return metrics[name]
 
 
-def _psnr_protocol(options: dict) -> dict:
-    return ssim_psnr.psnr_protocol((options or {}).get("ssim_psnr"))
+def configured(evaluate_options: dict | None) -> list[type[Metric]]:
+    """The metrics `evaluate.metrics` names, in that order (default: every registered one)."""
+    names = (evaluate_options or {}).get("metrics") or list(load())
+    return [get(name) for name in names]
 
 
-METRICS: dict[str, Metric] = {
-    "fid": Metric("fid", "Fréchet Inception Distance, generated vs ground-truth test faces",
-                  per_frame=False, higher_is_better=False, unit="",
-                  protocol=_fid_protocol, compute=fid.frechet_distance),
-    "ssim": Metric("ssim", "structural similarity of each generated frame to its ground truth",
-                   per_frame=True, higher_is_better=True, unit="",
-                   protocol=_ssim_protocol, compute=ssim_psnr.ssim_torch),
-    "psnr": Metric("psnr", "peak signal-to-noise ratio of each generated frame to its ground truth",
-                   per_frame=True, higher_is_better=True, unit="dB",
-                   protocol=_psnr_protocol, compute=ssim_psnr.psnr_torch),
-}
+def options(metric: type[Metric] | str, evaluate_options: dict | None) -> dict:
+    """A metric's options: its defaults overlaid with `evaluate.<name>`; unknown keys refused."""
+    metric = get(metric) if isinstance(metric, str) else metric
+    given = dict((evaluate_options or {}).get(metric.name) or {})
+    unknown = sorted(set(given) - set(metric.defaults))
+    if unknown:
+        raise LipsyncError(f"evaluate.{metric.name} has no option(s) {', '.join(unknown)}; "
+                           f"known: {', '.join(sorted(metric.defaults)) or 'none'}")
+    return {**metric.defaults, **given}
 
 
-def get(name: str) -> Metric:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise LipsyncError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}") from None
+def reference_source(metric: type[Metric]) -> type[Metric] | None:
+    """The metric whose reference data `metric` reads (itself, another one, or none)."""
+    if metric.reference_of:
+        return get(metric.reference_of)
+    return metric if metric.has_reference() else None
 
 
-def protocols(options: dict, n_samples: int | None = None) -> dict[str, dict]:
-    """Protocol of every metric under the evaluate options, with the sample count when known."""
+def reference_metrics(evaluate_options: dict | None) -> list[str]:
+    """Names of the metrics whose reference data the configured metrics need (sorted)."""
+    needed = {source.name for metric in configured(evaluate_options)
+              if (source := reference_source(metric)) is not None}
+    return sorted(needed)
+
+
+def protocols(evaluate_options: dict | None, n_samples: int | None = None) -> dict[str, dict]:
+    """Protocol of every configured metric, with the sample count when known."""
     out = {}
-    for name, metric in METRICS.items():
-        record = metric.protocol(options)
+    for metric in configured(evaluate_options):
+        record = dict(metric.protocol(options(metric, evaluate_options)))
         if n_samples is not None:
             record["sample_count"] = n_samples
-        out[name] = record
+        out[metric.name] = record
     return out
+
+
+def columns(evaluate_options: dict | None, level: str | None = None) -> list[tuple[str, Column]]:
+    """(metric name, column) of every configured metric, optionally of one level only."""
+    return [(metric.name, column) for metric in configured(evaluate_options)
+            if level is None or metric.level == level for column in metric.columns]

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from lipsync.errors import LipsyncError
+from lipsync.metrics.base import Batch, Column, Metric, Result
+from lipsync.metrics.registry import register_metric
 
 WINDOW = 7
 K1 = 0.01
 K2 = 0.03
-DEFAULTS = {"backend": "torch", "data_range": 255, "batch_size": 1024}
+DEFAULTS = {"backend": "torch", "data_range": 255}
 # Frames per step: small on CPU so the window sums stay in cache (measured fastest at 8-16),
 # large on GPU so each kernel launch has enough work.
 _CPU_CHUNK = 16
@@ -175,13 +177,56 @@ def score_pairs(generated, truth, *, options: dict | None = None,
             psnr_torch(generated, truth, data_range=s["data_range"], device=device))
 
 
-def summarize(values: np.ndarray) -> dict:
-    """mean/median/max/min over the finite values, with counts (JSON-safe: no inf or NaN)."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    stats = {"n": int(values.size), "n_finite": int(finite.size),
-             "n_infinite": int(np.isinf(values).sum()), "n_nan": int(np.isnan(values).sum())}
-    for name, reduce in (("mean", np.mean), ("median", np.median), ("max", np.max),
-                         ("min", np.min)):
-        stats[name] = float(reduce(finite)) if finite.size else None
-    return stats
+class _PairMetric(Metric):
+    """A per-frame comparison of each generated face with its ground truth."""
+
+    def __init__(self, options, context):
+        super().__init__(options, context)
+        self.values: list[np.ndarray] = []
+
+    def compare(self, generated: np.ndarray, real: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def update(self, batch: Batch) -> None:
+        self.values.append(self.compare(batch.generated, batch.real))
+
+    def result(self) -> Result:
+        values = np.concatenate(self.values) if self.values else np.empty(0)
+        return Result({self.name: values},
+                      extra={"n_infinite": int(np.isinf(values).sum())})
+
+
+@register_metric("ssim", level="frame", defaults=DEFAULTS,
+                 description="structural similarity of each generated frame to its ground truth",
+                 columns=(Column("ssim", "SSIM (scikit-image's defaults)", higher_is_better=True),))
+class SSIM(_PairMetric):
+    """Per-frame SSIM."""
+
+    @classmethod
+    def protocol(cls, options: dict) -> dict:
+        return ssim_protocol(options)
+
+    def compare(self, generated, real):
+        s = settings(self.options)
+        if s["backend"] == "skimage":
+            return ssim_skimage(generated, real, data_range=s["data_range"])
+        return ssim_torch(generated, real, data_range=s["data_range"], device=self.context.device)
+
+
+@register_metric("psnr", level="frame", defaults=DEFAULTS,
+                 description="peak signal-to-noise ratio of each generated frame to its ground truth",
+                 columns=(Column("psnr", "PSNR over all pixels and channels (inf for identical "
+                                         "frames, left out of means)", higher_is_better=True,
+                                 unit="dB", decimals=2),))
+class PSNR(_PairMetric):
+    """Per-frame PSNR."""
+
+    @classmethod
+    def protocol(cls, options: dict) -> dict:
+        return psnr_protocol(options)
+
+    def compare(self, generated, real):
+        s = settings(self.options)
+        if s["backend"] == "skimage":
+            return psnr_skimage(generated, real, data_range=s["data_range"])
+        return psnr_torch(generated, real, data_range=s["data_range"], device=self.context.device)
