@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -20,13 +21,19 @@ class ArchiveServer:
 
     `cut_after[path] = n` makes the next request for `path` send n bytes of its body and then
     drop the connection; `ignore_range` answers every request with the whole file (200).
+    `etags[path]` / `modified[path]` are sent as ETag / Last-Modified; an If-Range naming neither
+    gets the whole file (200), as RFC 9110 says, unless `ignore_if_range`.
     """
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.cut_after: dict[str, int] = {}
         self.ignore_range = False
+        self.etags: dict[str, str] = {}
+        self.modified: dict[str, str] = {}
+        self.ignore_if_range = False
         self.requests: list[tuple[str, str | None, int]] = []  # (path, Range header, status)
+        self.if_range: list[str | None] = []  # If-Range header of each request
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -38,6 +45,8 @@ class ArchiveServer:
             def do_GET(self):
                 data = server.files.get(self.path)
                 requested = self.headers.get("Range")
+                if_range = self.headers.get("If-Range")
+                server.if_range.append(if_range)
                 if data is None:
                     server.requests.append((self.path, requested, 404))
                     self.send_error(404)
@@ -45,6 +54,9 @@ class ArchiveServer:
                 start = 0
                 match = re.fullmatch(r"bytes=(\d+)-", requested or "")
                 status = 200
+                current = (server.etags.get(self.path), server.modified.get(self.path))
+                if if_range is not None and not server.ignore_if_range and if_range not in current:
+                    match = None  # another version than the client holds: send it all
                 if match and not server.ignore_range:
                     start = int(match.group(1))
                     if start >= len(data):
@@ -59,6 +71,10 @@ class ArchiveServer:
                 self.send_response(status)
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                if current[0]:
+                    self.send_header("ETag", current[0])
+                if current[1]:
+                    self.send_header("Last-Modified", current[1])
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 body = data[start:]
@@ -93,6 +109,7 @@ def server(monkeypatch):
     archive_server.httpd.server_close()
 
 
+REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = os.urandom(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
@@ -165,3 +182,70 @@ def test_an_unreachable_host_is_retried_then_reported(monkeypatch, tmp_path):
     with pytest.raises(InputError, match="after 2 retries"):
         download.fetch(f"http://127.0.0.1:{port}/a.zip", tmp_path / "a.zip", retries=2,
                        timeout_seconds=5)
+
+
+NEW_PAYLOAD = os.urandom(280_000)
+
+
+def interrupted_download(server, tmp_path, *, at: int = 100_000):
+    """Leave a .part of the first `at` bytes of /a.zip, as a killed earlier run would."""
+    server.cut_after["/a.zip"] = at
+    with pytest.raises(download._Incomplete):  # one attempt, cut off, and no retry
+        download._attempt(server.url("/a.zip"), str(tmp_path / "a.zip.part"), 10, "a.zip")
+    assert (tmp_path / "a.zip.part").stat().st_size == at
+
+
+def test_a_resumed_download_asks_for_the_version_it_holds_with_if_range(server, tmp_path):
+    server.files["/a.zip"], server.etags["/a.zip"] = PAYLOAD, '"v1"'
+    interrupted_download(server, tmp_path)
+    assert download.fetch(server.url("/a.zip"), tmp_path / "a.zip") == PAYLOAD_SHA
+    assert server.requests_for("/a.zip")[-1] == ("/a.zip", "bytes=100000-", 206)
+    assert server.if_range[-1] == '"v1"'
+    assert not (tmp_path / "a.zip.part.validator").exists()  # gone with the .part
+
+
+def test_a_stale_partial_download_of_a_changed_file_starts_over(server, tmp_path):
+    server.files["/a.zip"], server.etags["/a.zip"] = PAYLOAD, '"v1"'
+    interrupted_download(server, tmp_path)
+    server.files["/a.zip"], server.etags["/a.zip"] = NEW_PAYLOAD, '"v2"'
+    digest = download.fetch(server.url("/a.zip"), tmp_path / "a.zip")
+    assert (tmp_path / "a.zip").read_bytes() == NEW_PAYLOAD  # not old bytes + new tail
+    assert digest == hashlib.sha256(NEW_PAYLOAD).hexdigest()
+    assert server.requests_for("/a.zip")[-1] == ("/a.zip", "bytes=100000-", 200)
+
+
+def test_last_modified_validates_a_resume_when_there_is_no_etag(server, tmp_path):
+    server.files["/a.zip"] = PAYLOAD
+    server.modified["/a.zip"] = "Wed, 21 Oct 2015 07:28:00 GMT"
+    interrupted_download(server, tmp_path)
+    server.files["/a.zip"] = NEW_PAYLOAD
+    server.modified["/a.zip"] = "Thu, 22 Oct 2015 07:28:00 GMT"
+    download.fetch(server.url("/a.zip"), tmp_path / "a.zip")
+    assert server.if_range[-1] == "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert (tmp_path / "a.zip").read_bytes() == NEW_PAYLOAD
+
+
+def test_a_server_that_ignores_if_range_is_caught_by_its_new_etag(server, tmp_path):
+    server.files["/a.zip"], server.etags["/a.zip"] = PAYLOAD, '"v1"'
+    interrupted_download(server, tmp_path)
+    server.files["/a.zip"], server.etags["/a.zip"] = NEW_PAYLOAD, '"v2"'
+    server.ignore_if_range = True  # answers 206 with the new file's tail
+    download.fetch(server.url("/a.zip"), tmp_path / "a.zip")
+    assert (tmp_path / "a.zip").read_bytes() == NEW_PAYLOAD
+    assert [r[2] for r in server.requests_for("/a.zip")][-2:] == [206, 200]
+
+
+def test_the_default_weights_ship_with_their_published_sha256():
+    """The sha256 defaults start with the hash prefix in the file names (torch.hub convention)."""
+    import yaml
+
+    from lipsync.metrics import fid
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    faces = schema["properties"]["faces"]["properties"]
+    inception = schema["properties"]["evaluate"]["properties"]["fid"]["properties"]
+    for url, sha256 in ((faces["s3fd_url"]["default"], faces["s3fd_sha256"]["default"]),
+                        (inception["url"]["default"], inception["sha256"]["default"])):
+        prefix = re.search(r"-([0-9a-f]{8,})\.pth$", url).group(1)
+        assert re.fullmatch(r"[0-9a-f]{64}", sha256) and sha256.startswith(prefix)
+    assert fid.DEFAULTS["sha256"] == inception["sha256"]["default"]

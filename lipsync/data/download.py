@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import time
@@ -10,7 +11,7 @@ import urllib.error
 import urllib.request
 
 from lipsync.errors import InputError
-from lipsync.io import sha256_file
+from lipsync.io import sha256_file, write_json
 from lipsync.logs import get_logger
 from lipsync.progress import progress
 
@@ -41,7 +42,10 @@ def fetch(
     """Download `url` to `output` and return the file's sha256.
 
     Bytes stream into `output + ".part"`; a `.part` left by an interrupted transfer is continued
-    with an HTTP Range request (a server that ignores Range makes it start over). Failed attempts
+    with an HTTP Range request (a server that ignores Range makes it start over). The ETag or
+    Last-Modified of the response that started the `.part` is kept beside it (`.part.validator`)
+    and sent as If-Range, so a file that changed on the server since is downloaded from zero
+    instead of being spliced onto the old bytes. Failed attempts
     are retried `retries` times with exponential backoff; an attempt that made progress does not
     use up a retry. The file is renamed onto `output` only once its size matches Content-Length
     and its sha256 matches `sha256` (when given); on a mismatch the `.part` is deleted.
@@ -70,6 +74,7 @@ def fetch(
             log.warning("download of %s interrupted (%s); retrying in %.1f s", url, error, delay)
             time.sleep(delay)
 
+    _remove(_validator_path(part))
     digest = sha256_file(part)
     if sha256 and digest != sha256.lower():
         os.remove(part)
@@ -82,12 +87,57 @@ def fetch(
     return digest
 
 
+def _validator_path(part: str) -> str:
+    return part + ".validator"
+
+
+def _read_validator(part: str) -> dict:
+    try:
+        with open(_validator_path(part)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_validator(part: str, url: str, headers) -> None:
+    """Record what identifies the version of the file the `.part` holds (RFC 9110 validators)."""
+    etag, modified = headers.get("ETag"), headers.get("Last-Modified")
+    if etag or modified:
+        write_json(_validator_path(part), {"url": url, "etag": etag, "last_modified": modified})
+    else:
+        _remove(_validator_path(part))
+
+
+def _if_range(validator: dict) -> str | None:
+    """The If-Range value: a strong ETag, else the Last-Modified date (weak ETags never match)."""
+    etag = validator.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return validator.get("last_modified")
+
+
+def _discard(part: str, reason: str) -> None:
+    log.info("discarding %s: %s", part, reason)
+    _remove(part)
+    _remove(_validator_path(part))
+
+
 def _attempt(url: str, part: str, timeout_seconds: float, label: str) -> None:
     """One HTTP request: continue `part` from its current size, or start it over."""
     offset = _size(part)
+    validator = _read_validator(part) if offset else {}
+    if offset and validator.get("url") not in (None, url):
+        _discard(part, f"it holds {validator['url']}, not {url}")
+        offset, validator = 0, {}
     request = urllib.request.Request(url, headers={"User-Agent": "lipsync"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
+        if _if_range(validator):
+            # the server sends the rest only if the file is still the version the .part holds
+            request.add_header("If-Range", _if_range(validator))
+        else:
+            log.info("resuming %s without a validator (the server sent no ETag or "
+                     "Last-Modified): only its size and sha256 can tell a changed file", part)
     try:
         response = urllib.request.urlopen(request, timeout=timeout_seconds)
     except urllib.error.HTTPError as error:
@@ -96,7 +146,7 @@ def _attempt(url: str, part: str, timeout_seconds: float, label: str) -> None:
             total = _content_range_total(error.headers.get("Content-Range"))
             if total == offset:
                 return
-            os.remove(part)
+            _discard(part, f"{offset} bytes, more than {url} has ({total})")
             raise _Incomplete(f"stale partial file of {offset} bytes; starting over") from None
         raise
     with response:
@@ -104,11 +154,18 @@ def _attempt(url: str, part: str, timeout_seconds: float, label: str) -> None:
             start = _content_range_start(response.headers.get("Content-Range"))
             if start != offset:
                 raise _Incomplete(f"server resumed at byte {start}, not {offset}")
+            etag = response.headers.get("ETag")
+            if etag and validator.get("etag") and etag != validator["etag"]:
+                # a server that honours Range but not If-Range: the bytes are another version's
+                _discard(part, f"{url} changed (ETag {validator['etag']} -> {etag})")
+                raise _Incomplete("the file changed on the server; starting over")
             mode = "ab"
         else:
             if offset:
-                log.info("%s ignores Range requests; restarting the download", url)
+                log.info("%s sent the whole file (changed since the partial download, or Range "
+                         "not supported); restarting the download", url)
             offset, mode = 0, "wb"
+            _write_validator(part, url, response.headers)
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         bar = progress(total=total, initial=offset, unit="B", unit_scale=True, desc=label)
@@ -141,6 +198,13 @@ def _content_range_start(header: str | None) -> int | None:
 def _content_range_total(header: str | None) -> int | None:
     match = re.search(r"/(\d+)$", header or "")
     return int(match.group(1)) if match else None
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _size(path: str) -> int:
