@@ -138,3 +138,39 @@ def test_empty_shard_gives_a_valid_empty_file(tmp_path):
     with h5py.File(output, "r") as handle:
         assert len(handle["clips"]) == 0
     assert len(audio.read_status(output)) == 0
+
+
+def short_audio_manifest(tmp_path, seconds_by_clip):
+    """75-frame (3 s) clips whose audio tracks last the given seconds."""
+    entries = []
+    for clip, seconds in seconds_by_clip.items():
+        video = write_mpg(tmp_path / f"{clip}.mpg", face_frames(75, shift=0),
+                          audio=sine(seconds, 44100))
+        entries.append(ClipEntry("sx", clip, str(video), None, None))
+    write_manifest(tmp_path / "m.tsv", entries)
+    return tmp_path / "m.tsv"
+
+
+def test_audio_much_shorter_than_its_video_excludes_the_clip_with_the_reason(tmp_path):
+    manifest = short_audio_manifest(tmp_path, {"short": 0.52, "nearly": 2.9})
+    output = tmp_path / "mels.h5"
+    table = audio.compute_shard(manifest, 0, 0, output, options={"audio": {}})
+    # 0.52 s of 3 s is 2.48 s missing, past one mel window (27 steps = 0.3375 s); 0.1 s is not.
+    assert table.set_index("clip")["status"].to_dict() == {"nearly": "ok", "short": "excluded"}
+    reason = table.set_index("clip").loc["short", "reason"]
+    assert "short.mpg: audio of 0.52" in reason and "shorter than the video (3.000 s)" in reason
+    assert "max_missing_mel_steps" in reason
+    status = audio.read_status(output)
+    assert status.set_index("clip").loc["short", "status"] == "excluded"
+    with h5py.File(output, "r") as handle:
+        assert list(handle["clips"]) == ["nearly"]
+        assert handle["clips/nearly/mel"].shape == (80, 241)
+
+
+def test_the_short_audio_tolerance_is_a_config_key(tmp_path):
+    manifest = short_audio_manifest(tmp_path, {"short": 0.52})
+    lenient = audio.compute_shard(manifest, 0, 0, tmp_path / "lenient.h5",
+                                  options={"audio": {"max_missing_mel_steps": 200}})
+    strict = audio.compute_shard(manifest, 0, 0, tmp_path / "strict.h5",
+                                 options={"audio": {"max_missing_mel_steps": 0}})
+    assert lenient["status"].tolist() == ["ok"] and strict["status"].tolist() == ["excluded"]

@@ -63,3 +63,25 @@ def test_excluded_and_mel_less_clips_are_unused_and_summarised(tmp_path, caplog)
     assert "face coverage 0.50 < 0.90: 2" in summary["excluded_reasons"]
     assert (summary["test"], summary["full"], summary["small"]) == ("4", "3", "3")
     assert "short of" in caplog.text and "full by 5" in caplog.text
+
+
+def test_summary_names_each_excluded_clip_and_why(tmp_path):
+    from lipsync.data.audio import STATUS_COLUMNS, _write_status
+
+    shards = make_shard_files(tmp_path, clips=5, n_frames=2, image_size=4, mel_steps=8,
+                              excluded=("c001",), no_mel=("c003", "c004"))
+    # The mels job refused c003's audio (and said why); c004's status row is missing.
+    status = pd.DataFrame([["s1", "c000", "ok", "", 3.0, 8],
+                           ["s1", "c003", "excluded", "c003.mpg: audio of 0.520 s is 2.480 s "
+                            "shorter than the video", 0.52, 0]], columns=STATUS_COLUMNS)
+    import h5py
+
+    with h5py.File(shards.mels[0], "a") as handle:
+        _write_status(handle, status)
+    write_splits(shards.coverage, shards.mels, tmp_path / "splits", options=OPTIONS)
+    summary = read(tmp_path / "splits", "summary").iloc[0]
+    assert summary["excluded_clips"].split("; ") == [
+        "c001: face coverage 0.50 < 0.90",
+        "c003: no mel spectrogram (c003.mpg: audio of 0.520 s is 2.480 s shorter than the video)",
+        "c004: no mel spectrogram"]
+    assert "no mel spectrogram: 2" in summary["excluded_reasons"]

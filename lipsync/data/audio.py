@@ -6,7 +6,6 @@ import functools
 import os
 
 import h5py
-import librosa
 import numpy as np
 import pandas as pd
 import scipy.signal
@@ -33,6 +32,10 @@ AUDIO_DEFAULTS = {
     "ref_level_db": 20,
     "min_level_db": -100,
     "max_abs_value": 4.0,
+    # Audio may end this many mel steps before the video (one mel window: 0.3375 s at 16 kHz,
+    # hop 200) and is padded with silence; a larger gap excludes the clip. GRID's tracks end
+    # about 22 ms early; a clip missing more would train on silent windows.
+    "max_missing_mel_steps": 27,
 }
 SOURCES = ("track", "wav50k")
 STATUS_COLUMNS = ["speaker", "clip", "status", "reason", "audio_seconds", "mel_frames"]
@@ -40,6 +43,8 @@ STATUS_COLUMNS = ["speaker", "clip", "status", "reason", "audio_seconds", "mel_f
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    import librosa
+
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
 
 
@@ -49,6 +54,8 @@ def melspectrogram(wav: np.ndarray, options: dict | None = None) -> np.ndarray:
     Pre-emphasis, |STFT| (Hann, centred), mel filter bank, 20 log10 with a 1e-5 floor minus
     ref_level_db, then a symmetric linear map of [min_level_db, 0] dB onto [-max_abs, max_abs].
     """
+    import librosa  # here, not at import: reading a status table needs no librosa
+
     o = {**AUDIO_DEFAULTS, **(options or {})}
     emphasized = scipy.signal.lfilter([1, -o["preemphasis"]], [1], np.asarray(wav, np.float64))
     # LipGAN ran librosa 0.7, whose centred STFT padded by reflection; librosa >= 0.10 pads with
@@ -96,7 +103,8 @@ def compute_shard(manifest: str | os.PathLike, shard: int, shard_size: int,
     `options` = {"audio": audio config section, "source": "track" | "wav50k"}. Kept clips get
     `/clips/{clip}/mel` (float32 n_mels x T) with attrs `audio_seconds` (decoded, before fitting
     to the video) and `speaker`. Every clip of the shard, kept or not, has a row in the `/status`
-    table (see `read_status`): a clip without audio, or whose audio or video cannot be decoded, is
+    table (see `read_status`): a clip without audio, whose audio or video cannot be decoded, or
+    whose audio ends more than `audio.max_missing_mel_steps` mel steps before its video, is
     `excluded` with the reason. File attrs: `options`, `provenance` (JSON).
     """
     audio = {**AUDIO_DEFAULTS, **options.get("audio", {})}
@@ -114,6 +122,7 @@ def compute_shard(manifest: str | os.PathLike, shard: int, shard_size: int,
                    "audio_seconds": 0.0, "mel_frames": 0}
             try:
                 wav, seconds = clip_audio(entry, source, sample_rate)
+                _check_missing_audio(entry, seconds, len(wav) / sample_rate, audio)
             except InputError as error:
                 row.update(status="excluded", reason=str(error))
                 log.warning("excluded %s: %s", entry.clip, error)
@@ -133,6 +142,18 @@ def compute_shard(manifest: str | os.PathLike, shard: int, shard_size: int,
     log.info("mels shard %d: %d of %d clips kept", shard, int((table["status"] == "ok").sum()),
              len(table))
     return table
+
+
+def _check_missing_audio(entry: ClipEntry, audio_seconds: float, video_seconds: float,
+                         audio: dict) -> None:
+    """InputError when the audio ends more than max_missing_mel_steps before the video."""
+    tolerance = audio["max_missing_mel_steps"] * audio["hop_length"] / audio["sample_rate"]
+    missing = video_seconds - audio_seconds
+    if missing > tolerance + 1e-9:
+        raise InputError(entry.audio or entry.video,
+                         f"audio of {audio_seconds:.3f} s is {missing:.3f} s shorter than the "
+                         f"video ({video_seconds:.3f} s), more than audio.max_missing_mel_steps "
+                         f"({audio['max_missing_mel_steps']:g} mel steps = {tolerance:.4f} s)")
 
 
 def _write_status(handle: h5py.File, table: pd.DataFrame) -> None:

@@ -93,9 +93,32 @@ def assign_clips(clips: list[str], speaker: str, *, seed: int, test: int, small:
     return {"test": test_clips, "full": full_clips, "small": full_clips[:small]}
 
 
+def mel_exclusions(paths: list[str | os.PathLike]) -> dict[tuple[str, str], str]:
+    """(speaker, clip) -> reason for every clip a mels shard's `/status` table excluded.
+
+    Shards without a status table (older files) contribute nothing.
+    """
+    from lipsync.data.audio import read_status
+
+    reasons: dict[tuple[str, str], str] = {}
+    for path in paths:
+        with h5py.File(path, "r") as handle:
+            if "status" not in handle:
+                continue
+        table = read_status(path)
+        for row in table[table["status"] != "ok"].itertuples(index=False):
+            reasons[(str(row.speaker), str(row.clip))] = str(row.reason)
+    return reasons
+
+
 def write_splits(coverage_paths: list[str | os.PathLike], mels_paths: list[str | os.PathLike],
                  output_dir: str | os.PathLike, *, options: dict) -> dict[str, pd.DataFrame]:
-    """Write output_dir/{small,full,test}.tsv (speaker, clip) and output_dir/summary.tsv."""
+    """Write output_dir/{small,full,test}.tsv (speaker, clip) and output_dir/summary.tsv.
+
+    The summary has one row per speaker: clip counts, `excluded_reasons` (cause: count) and
+    `excluded_clips` (clip: cause, for each excluded clip, with the mels job's reason when its
+    audio was refused).
+    """
     options = {**DEFAULTS, **options}
     output_dir = Path(output_dir)
     coverage = read_coverage(coverage_paths)
@@ -105,19 +128,28 @@ def write_splits(coverage_paths: list[str | os.PathLike], mels_paths: list[str |
         raise InputError(coverage_paths[0], f"clip {first.speaker}/{first.clip} appears in more "
                                             "than one coverage row")
     with_mel = set(shard_clips(mels_paths, "mel"))
+    audio_reasons = mel_exclusions(mels_paths)
 
     reasons: dict[str, Counter] = {}
+    excluded: dict[str, list[str]] = {}
     usable: dict[str, list[str]] = {}
     for row in coverage.itertuples(index=False):
         speaker = str(row.speaker)
         usable.setdefault(speaker, [])
         reasons.setdefault(speaker, Counter())
+        excluded.setdefault(speaker, [])
         if row.status != "ok":
-            reasons[speaker][row.reason or "excluded"] += 1
+            cause = row.reason or "excluded"
+            detail = cause
         elif (speaker, row.clip) not in with_mel:
-            reasons[speaker]["no mel spectrogram"] += 1
+            cause = "no mel spectrogram"
+            audio_reason = audio_reasons.get((speaker, row.clip))
+            detail = f"{cause} ({audio_reason})" if audio_reason else cause
         else:
             usable[speaker].append(row.clip)
+            continue
+        reasons[speaker][cause] += 1
+        excluded[speaker].append(f"{row.clip}: {detail}")
 
     rows = {name: [] for name in SPLITS}
     summary = []
@@ -140,12 +172,14 @@ def write_splits(coverage_paths: list[str | os.PathLike], mels_paths: list[str |
             "excluded": sum(reasons[speaker].values()),
             "excluded_reasons": "; ".join(f"{reason}: {count}" for reason, count
                                           in sorted(reasons[speaker].items())),
+            "excluded_clips": "; ".join(sorted(excluded[speaker])),
             **{name: len(chosen[name]) for name in ("test", "small", "full")},
         })
 
     tables = {name: pd.DataFrame(rows[name], columns=["speaker", "clip"]) for name in SPLITS}
     tables["summary"] = pd.DataFrame(summary, columns=["speaker", "clips", "usable", "excluded",
-                                                       "excluded_reasons", "test", "small", "full"])
+                                                       "excluded_reasons", "excluded_clips",
+                                                       "test", "small", "full"])
     for name, table in tables.items():
         write_tsv(output_dir / f"{name}.tsv", table)
     log.info("splits: %s", ", ".join(f"{name} {len(tables[name])} clips" for name in SPLITS))
