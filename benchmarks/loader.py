@@ -3,7 +3,8 @@
 Prints, from one run: samples/s through a DataLoader (batch 96, shuffled) for each worker count
 and layout and for the JPG-folder baseline, with the ratio; bytes per sample of the raw and
 compact layouts (and the candidates the compact layout was chosen from) with the projected
-GRIDFull size; resident memory at two dataset sizes (loader and packer) to show it stays flat.
+GRIDFull size; resident memory at two dataset sizes (loader and packer) to show it stays flat;
+seconds per GB of the checksum verification every open does, projected to GRIDFull.
 
     .venv/bin/python benchmarks/loader.py                  # synthetic shards, packed here
     .venv/bin/python benchmarks/loader.py --dataset results/datasets/full.h5
@@ -33,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from helpers import make_shard_files  # noqa: E402
 
+from lipsync.data import integrity  # noqa: E402
 from lipsync.data.dataset import LipSyncDataset, collate  # noqa: E402
 from lipsync.data.pack import encode_png, pack_split  # noqa: E402
 from lipsync.data.samples import draw_references  # noqa: E402
@@ -130,6 +132,7 @@ def transcode_compact(raw_path: Path, output: Path) -> None:
             block = faces[start:start + 1024]
             for j, crop in enumerate(block):
                 target[start + j] = encode_png(crop)
+        integrity.record_all(out)
 
 
 def loader_speed(dataset: Dataset, *, workers: int, batches: int, collate_fn) -> float:
@@ -194,6 +197,27 @@ def compact_candidates(dataset_path: Path, work: Path, n: int = 768) -> list[dic
                      "read_us_per_random_crop": read * 1e6})
         path.unlink()
     return rows
+
+
+def verify_speed(path: Path, repeats: int = 3) -> dict[str, float]:
+    """Seconds per GB of `integrity.verify` (best of `repeats`; the file is in the page cache
+    after the first, so this is the CPU cost: a cold read adds the disk's own time)."""
+    size = path.stat().st_size
+    best = float("inf")
+    for _ in range(repeats):
+        integrity._verified.clear()
+        start = time.perf_counter()
+        integrity.verify(path)
+        best = min(best, time.perf_counter() - start)
+    per_gb = best / (size / 1e9)
+    return {"bytes": size, "seconds": best, "seconds_per_gb": per_gb,
+            "projected_gridfull_seconds": per_gb * size / 1e9 / n_samples_of(path)
+            * GRID_FULL_SAMPLES}
+
+
+def n_samples_of(path: Path) -> int:
+    with h5py.File(path, "r") as f:
+        return len(f["samples/crop"])
 
 
 def source_faces(path: Path) -> int:
@@ -282,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
             sizes[layout] = {"bytes": size, "bytes_per_sample": size / n_samples,
                              "projected_gridfull_gb": size / n_samples * GRID_FULL_SAMPLES / 1e9}
         report["sizes"] = sizes
+        report["verify"] = {"raw": verify_speed(raw), "compact": verify_speed(compact)}
         report["compact_candidates"] = compact_candidates(raw, work)
 
         table = export_jpg_folders(raw, work / "jpg")
@@ -332,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     print(pd.DataFrame(report["speeds"]).round(1).to_string(index=False))
     print("\nbytes per sample and projected GRIDFull size (2,190,517 samples):")
     print(pd.DataFrame(report["sizes"]).T.round(2).to_string())
+    print("\nchecksum verification on open (page cache warm; GRIDFull projected):")
+    print(pd.DataFrame(report["verify"]).T.round(3).to_string())
     print("\ncompact-layout candidates:")
     print(pd.DataFrame(report["compact_candidates"]).round(1).to_string(index=False))
     for row in report["speeds"]:
