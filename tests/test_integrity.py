@@ -34,6 +34,7 @@ def packed(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def forget_verified_files():
     integrity._verified.clear()  # each test's copy must be read, not remembered
+    integrity._warned.clear()
     yield
     integrity._verified.clear()
 

@@ -35,6 +35,7 @@ _VLEN_ROWS_PER_READ = 4096
 # (real path, size, mtime, inode) of files verified in this process: a job that opens the same
 # file twice (training and validation sets, generation's two passes) reads it once.
 _verified: set[tuple] = set()
+_warned: set[tuple] = set()  # files without checksums: one warning per process, not per open
 
 
 def block_bytes_for(nbytes: int) -> int:
@@ -248,7 +249,8 @@ def verify(path: str | os.PathLike, handle: h5py.File | None = None, *,
     try:
         listed = handle.attrs.get(FILE_ATTRIBUTE)
         if listed is None:
-            if warn_unchecked:
+            if warn_unchecked and key not in _warned:
+                _warned.add(key)
                 log.warning("%s has no checksums (written before they were recorded): "
                             "corrupt bytes inside it would go unnoticed; repack it to add them",
                             path)
