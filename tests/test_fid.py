@@ -8,11 +8,11 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from helpers import smooth_faces, write_test_set
 from pytorch_fid import fid_score, inception
-from test_evaluate import smooth_faces, write_test_set
 
 from lipsync.errors import InputError, LipsyncError
-from lipsync.metrics import fid
+from lipsync.metrics import fid, score
 
 RANDOM_64 = {"random_weights": True, "dims": 64, "batch_size": 4}
 
@@ -48,7 +48,7 @@ def test_local_weights_give_the_same_features_as_pytorch_fids_own_network(tmp_pa
     weights = tmp_path / "inception.pth"
     torch.save(state_dict, weights)
     images = smooth_faces(3, seed=0)
-    ours = fid.build_inception({"weights": str(weights)})
+    ours = fid.build_inception({"weights": str(weights), "sha256": None})  # a stand-in file
     with mock.patch.object(inception, "load_state_dict_from_url", return_value=state_dict):
         theirs = inception.InceptionV3([3], resize_input=True, normalize_input=True).eval()
     expected = theirs(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)[0]
@@ -86,21 +86,21 @@ def test_random_weights_are_seeded_and_labelled_not_comparable():
                                                   "seed": fid.RANDOM_WEIGHTS_SEED}
 
 
-def test_reference_statistics_run_offline_and_record_n_and_protocol(tmp_path):
+def test_reference_data_run_offline_and_record_n_protocol_and_features(tmp_path):
     torch.set_num_threads(1)
     test_path = tmp_path / "test.h5"
     faces = write_test_set(test_path)
-    output = tmp_path / "fid_reference.npz"
-    fid.reference_statistics(test_path, output, options=RANDOM_64)
-    reference = fid.load_reference(output)
-    assert reference.n == len(faces) and reference.mu.shape == (64,)
-    assert reference.sigma.shape == (64, 64)
-    assert reference.protocol["key"] == fid.protocol(RANDOM_64)["key"]
-    assert reference.protocol["weights"]["weights"] == "random"
+    output = tmp_path / "fid.npz"
+    score.write_reference("fid", test_path, output, options={"fid": RANDOM_64})
+    reference = score.load_reference(output)
+    assert int(reference["n"]) == len(faces) and reference["mu"].shape == (64,)
+    assert reference["sigma"].shape == (64, 64) and reference["features"].shape == (12, 64)
+    protocol = json.loads(str(reference["protocol"]))
+    assert str(reference["key"]) == score.protocol_key(fid.protocol(RANDOM_64))
+    assert protocol["weights"]["weights"] == "random"
     expected = fid.statistics(fid.features(faces, fid.build_inception(RANDOM_64), "cpu"))
-    assert np.allclose(reference.mu, expected[0], atol=1e-6)
-    assert np.allclose(reference.sigma, expected[1], atol=1e-6)
-    json.dumps(reference.protocol)
+    assert np.allclose(reference["mu"], expected[0], atol=1e-6)
+    assert np.allclose(reference["sigma"], expected[1], atol=1e-6)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 

@@ -1,4 +1,5 @@
-"""Tables and figures from scored runs (scored here with a seeded random Inception)."""
+"""Tables and figures from scored runs (scored here with a seeded random Inception): what they show
+follows the metrics the summaries carry, so a new metric needs no change here."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_evaluate import (
+from helpers import (
     EVALUATE_OPTIONS,
     identity_faces,
     noisy,
+    score_all,
     write_generated,
     write_test_set,
 )
 
 from lipsync.errors import InputError
-from lipsync.metrics import evaluate, fid
+from lipsync.metrics import fid, registry
+from lipsync.metrics.base import Column, Metric, Result
 from lipsync.report import figures, tables
 
 RUNS = {"lipgan-small": 8.0, "l1wgan_gp-full": 20.0}  # run -> noise added to the ground truth
@@ -31,8 +34,6 @@ def scored_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     test_path = folder / "test.h5"
     faces = write_test_set(test_path)
-    reference = folder / "fid_reference.npz"
-    fid.reference_statistics(test_path, reference, options=EVALUATE_OPTIONS["fid"])
     outputs = {"identity": identity_faces(test_path)}
     outputs.update({run: noisy(faces, sigma, seed=i) for i, (run, sigma) in enumerate(RUNS.items())})
     generated, scores, summaries = [], [], []
@@ -40,50 +41,44 @@ def scored_runs(tmp_path_factory):
         path = folder / "generated" / f"{run}.h5"
         path.parent.mkdir(exist_ok=True)
         write_generated(path, images, model=run.split("-")[0])
-        metrics = folder / "metrics" / run
-        evaluate.score_run(path, test_path, reference, metrics / "scores.tsv",
-                           metrics / "summary.json", options=EVALUATE_OPTIONS)
+        score_all(folder, test_path, path, EVALUATE_OPTIONS)
         generated.append(path)
-        scores.append(metrics / "scores.tsv")
-        summaries.append(metrics / "summary.json")
+        scores.append(folder / "metrics" / run / "scores.tsv")
+        summaries.append(folder / "metrics" / run / "summary.json")
     return folder, generated, scores, summaries
 
 
-def test_fid_table_has_a_row_per_run_identity_first_and_the_papers_values(scored_runs, tmp_path):
-    _, _, _, summaries = scored_runs
-    written = tables.write_tables(summaries, tmp_path, options={})
-    frame = pd.read_csv(tmp_path / "fid.csv")
-    assert frame["run"].tolist() == ["identity", "l1wgan_gp-full", "lipgan-small",
-                                     "LipGAN", "L1WGAN-GP"]
-    ours = json.loads(summaries[1].read_text())  # lipgan-small
-    row = frame[frame["run"] == "lipgan-small"].iloc[0]
-    assert row["fid"] == pytest.approx(ours["fid"]["value"], abs=1e-6)
-    assert row["n"] == 12 and row["source"] == tables.OURS
-    assert fid.RANDOM_WEIGHTS_LABEL in row["notes"]
-    paper = frame[frame["source"] == tables.PAPER].set_index("run")["fid"]
-    assert paper.to_dict() == {"LipGAN": 15.11, "L1WGAN-GP": 14.49}
-    assert written["fid"].shape[0] == 5
-    markdown = (tmp_path / "fid.md").read_text()
-    assert "| this reproduction | lipgan-small | lipgan | " in markdown
-    assert "| paper (Geldhauser et al. 2025) | LipGAN | lipgan | 15.11 |" in markdown
-    latex = (tmp_path / "fid.tex").read_text()
-    assert "\\textit{paper (Geldhauser et al. 2025)}" in latex and "l1wgan\\_gp-full" in latex
-
-
-def test_ssim_psnr_table_has_mean_median_max_min_and_counts_infinite_psnr(scored_runs, tmp_path):
+def test_metrics_table_has_a_row_per_system_and_a_column_per_metric_with_intervals(
+        scored_runs, tmp_path):
     _, _, scores, summaries = scored_runs
     tables.write_tables(summaries, tmp_path, options={})
-    frame = pd.read_csv(tmp_path / "ssim_psnr.csv").set_index("run")
+    frame = pd.read_csv(tmp_path / "metrics.csv").set_index("run")
+    assert frame.index.tolist() == ["identity", "l1wgan_gp-full", "lipgan-small"]
     per_frame = pd.read_csv(scores[1], sep="\t")  # lipgan-small
+    assert frame.loc["lipgan-small", "ssim"] == pytest.approx(per_frame["ssim"].mean(), abs=1e-6)
     assert frame.loc["lipgan-small", "ssim_median"] == pytest.approx(per_frame["ssim"].median(),
                                                                      abs=1e-6)
-    assert frame.loc["lipgan-small", "psnr_min"] == pytest.approx(per_frame["psnr"].min(),
-                                                                  abs=1e-6)
-    assert frame.loc["identity", "psnr_infinite"] == 1  # sample 0 references itself
-    assert frame.loc["LipGAN", "ssim_mean"] == 0.9348 and frame.loc["L1WGAN-GP", "psnr_mean"] == 25.32
-    assert np.isnan(frame.loc["LipGAN", "ssim_median"])  # the paper gives means only
+    assert frame.loc["lipgan-small", "ssim_ci_low"] <= frame.loc["lipgan-small", "ssim"]
+    for column in ("fid", "kid", "kid_std", "psnr"):
+        assert column in frame.columns
     # More noise, lower SSIM: the numbers are the runs', not placeholders.
-    assert frame.loc["lipgan-small", "ssim_mean"] > frame.loc["l1wgan_gp-full", "ssim_mean"]
+    assert frame.loc["lipgan-small", "ssim"] > frame.loc["l1wgan_gp-full", "ssim"]
+    assert fid.RANDOM_WEIGHTS_LABEL in frame.loc["lipgan-small", "notes"]
+    markdown = (tmp_path / "metrics.md").read_text()
+    assert "| run | model | n | fid ↓ | kid ↓ | kid_std ↓ | ssim ↑ | psnr ↑ | notes |" in markdown
+    ssim = json.loads(summaries[1].read_text())["metrics"]["ssim"]["columns"]["ssim"]
+    assert f"{ssim['value']:.4f} [{ssim['ci_low']:.4f}, {ssim['ci_high']:.4f}]" in markdown
+
+
+def test_paper_table_puts_the_published_values_beside_the_full_runs(scored_runs, tmp_path):
+    _, _, _, summaries = scored_runs
+    tables.write_tables(summaries, tmp_path, options={})
+    frame = pd.read_csv(tmp_path / "paper.csv")
+    assert frame["run"].tolist() == ["identity", "l1wgan_gp-full", "LipGAN", "L1WGAN-GP"]
+    paper = frame[frame["source"] == tables.PAPER].set_index("run")
+    assert paper.loc["LipGAN", ["fid", "ssim", "psnr"]].tolist() == [15.11, 0.9348, 26.34]
+    latex = (tmp_path / "paper.tex").read_text()
+    assert "\\textit{paper (Geldhauser et al. 2025)}" in latex and "l1wgan\\_gp-full" in latex
 
 
 def test_dataset_impact_table_says_when_a_run_is_missing(scored_runs, tmp_path):
@@ -92,23 +87,25 @@ def test_dataset_impact_table_says_when_a_run_is_missing(scored_runs, tmp_path):
     frame = pd.read_csv(tmp_path / "dataset_impact.csv", keep_default_na=False)
     assert frame["training_set"].tolist() == ["GRIDSmall", "GRIDFull", "GRIDFull - GRIDSmall"]
     assert frame["status"][1] == "missing: no summary for run lipgan-full"
-    assert frame["status"][2] == "not computed: a run is missing"
+    assert frame["fid"][2] == ""
     assert "missing: no summary for run lipgan-full" in (tmp_path / "summary.md").read_text()
 
 
 def test_dataset_impact_table_gives_the_difference_full_minus_small(scored_runs, tmp_path):
-    folder, _, _, summaries = scored_runs
+    _, _, _, summaries = scored_runs
     small = json.loads(summaries[1].read_text())
-    full = {**small, "run": "lipgan-full", "fid": {**small["fid"], "value": 3.5},
-            "ssim": {**small["ssim"], "mean": 0.99}}
+    full = json.loads(json.dumps(small))
+    full["run"] = "lipgan-full"
+    full["metrics"]["fid"]["columns"]["fid"]["value"] = 3.5
+    full["metrics"]["ssim"]["columns"]["ssim"]["value"] = 0.99
     full_path = tmp_path / "full.json"
     full_path.write_text(json.dumps(full))
     tables.write_tables([*summaries, full_path], tmp_path / "t", options={})
     frame = pd.read_csv(tmp_path / "t" / "dataset_impact.csv").set_index("training_set")
-    assert frame.loc["GRIDFull - GRIDSmall", "fid"] == pytest.approx(3.5 - small["fid"]["value"],
-                                                                     abs=1e-6)
-    assert frame.loc["GRIDFull - GRIDSmall", "ssim_mean"] == pytest.approx(
-        0.99 - small["ssim"]["mean"], abs=1e-6)
+    fid_small = small["metrics"]["fid"]["columns"]["fid"]["value"]
+    assert frame.loc["GRIDFull - GRIDSmall", "fid"] == pytest.approx(3.5 - fid_small, abs=1e-6)
+    assert frame.loc["GRIDFull - GRIDSmall", "ssim"] == pytest.approx(
+        0.99 - small["metrics"]["ssim"]["columns"]["ssim"]["value"], abs=1e-6)
 
 
 def test_tables_are_deterministic_and_summary_md_combines_them(scored_runs, tmp_path):
@@ -116,20 +113,59 @@ def test_tables_are_deterministic_and_summary_md_combines_them(scored_runs, tmp_
     tables.write_tables(summaries, tmp_path / "a", options={})
     tables.write_tables(list(reversed(summaries)), tmp_path / "b", options={})
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == sorted(f"{t}.{e}" for t in ("fid", "ssim_psnr", "dataset_impact")
+    assert names == sorted(f"{t}.{e}" for t in tables.TABLES
                            for e in ("csv", "md", "tex")) + ["summary.md"]
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     summary = (tmp_path / "a" / "summary.md").read_text()
-    for heading in ("## FID", "## SSIM and PSNR", "## Dataset impact", "## Notes"):
+    for heading in ("## Metrics", "## Paper", "## Dataset impact", "## Protocols and notes"):
         assert heading in summary
-    assert fid.RANDOM_WEIGHTS_LABEL in summary
+    assert fid.RANDOM_WEIGHTS_LABEL in summary and "**kid**" in summary
 
 
 def test_a_run_with_two_summaries_is_refused(scored_runs, tmp_path):
     _, _, _, summaries = scored_runs
     with pytest.raises(Exception, match="two summaries"):
         tables.write_tables([summaries[0], summaries[0]], tmp_path, options={})
+
+
+class _Sharpness(Metric):
+    """Toy metric: mean absolute horizontal gradient of the generated face, per frame."""
+
+    @classmethod
+    def protocol(cls, options):
+        return {"what": "mean |x[:, 1:] - x[:, :-1]| of the generated frame"}
+
+    def __init__(self, options, context):
+        super().__init__(options, context)
+        self.values = []
+
+    def update(self, batch):
+        faces = batch.generated.astype(np.float64)
+        self.values.append(np.abs(np.diff(faces, axis=2)).mean(axis=(1, 2, 3)))
+
+    def result(self):
+        return Result({"sharpness": np.concatenate(self.values)})
+
+
+def test_a_toy_metric_module_appears_in_scores_tables_and_figures(scored_runs, tmp_path):
+    folder, generated, _, _ = scored_runs
+    registry.register_metric("sharpness", level="frame", columns=(
+        Column("sharpness", "gradient energy", higher_is_better=True),))(_Sharpness)
+    try:
+        options = {**EVALUATE_OPTIONS, "metrics": ["ssim", "sharpness"]}
+        for path in generated:
+            score_all(tmp_path, folder / "test.h5", path, options)
+        runs = [p.stem for p in generated]
+        summaries = [tmp_path / "metrics" / run / "summary.json" for run in runs]
+        scores = [tmp_path / "metrics" / run / "scores.tsv" for run in runs]
+        tables.write_tables(summaries, tmp_path / "tables", options={})
+        assert "sharpness ↑" in (tmp_path / "tables" / "metrics.md").read_text()
+        assert "**sharpness**" in (tmp_path / "tables" / "summary.md").read_text()
+        figures.distributions_figure(scores, tmp_path / "d.png")
+        assert matplotlib.image.imread(tmp_path / "d.png").shape[:2] == (450, 1000)  # 2 panels
+    finally:
+        registry.METRICS.pop("sharpness")
 
 
 def test_qualitative_figure_shows_ground_truth_and_each_run_pixel_true(scored_runs, tmp_path):
@@ -151,8 +187,8 @@ def test_qualitative_figure_shows_ground_truth_and_each_run_pixel_true(scored_ru
     drawn = np.round(image[top:top + 192, left:left + 192, :3] * 255).astype(np.uint8)
     expected = faces[samples[1]].repeat(2, axis=0).repeat(2, axis=1)
     assert np.abs(drawn.astype(int) - expected).mean() < 1.0
-    distributions_image = matplotlib.image.imread(distributions)
-    assert distributions_image.shape[:2] == (450, 1000)
+    # ssim and psnr (the frame metrics of EVALUATE_OPTIONS): two panels side by side.
+    assert matplotlib.image.imread(distributions).shape[:2] == (450, 1000)
 
 
 def test_figures_refuse_a_scores_file_without_metric_columns(scored_runs, tmp_path):

@@ -113,6 +113,12 @@ class Metric:
         raise NotImplementedError
 
     @classmethod
+    def inputs(cls, options: dict) -> list[str]:
+        """Files the metric reads (weights, an expert checkpoint): the workflow makes the score
+        and reference jobs depend on them."""
+        return []
+
+    @classmethod
     def has_reference(cls) -> bool:
         return cls.reference.__func__ is not Metric.reference.__func__
 

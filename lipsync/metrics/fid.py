@@ -35,7 +35,9 @@ DEFAULTS = {
     "weights": "results/weights/pt_inception-2015-12-05-6726825d.pth",
     "url": "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
            "pt_inception-2015-12-05-6726825d.pth",
-    "sha256": None,
+    # published sha256 of pt_inception-2015-12-05-6726825d.pth (95,628,359 bytes; its name
+    # carries the prefix, torch.hub's convention); null checks nothing
+    "sha256": "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
     "random_weights": False,
     "batch_size": 50,
     "dims": 2048,
@@ -244,6 +246,10 @@ class FID(Metric):
     @classmethod
     def protocol(cls, options: dict) -> dict:
         return protocol(options)
+
+    @classmethod
+    def inputs(cls, options: dict) -> list[str]:
+        return [] if settings(options)["random_weights"] else [settings(options)["weights"]]
 
     @classmethod
     def reference(cls, test_set: TestSet, options: dict, *, device, threads: int = 1) -> dict:

@@ -95,6 +95,17 @@ def reference_metrics(evaluate_options: dict | None) -> list[str]:
     return sorted(needed)
 
 
+def input_files(evaluate_options: dict | None) -> list[str]:
+    """Files the configured metrics (and the metrics whose reference data they read) need."""
+    files: list[str] = []
+    for metric in configured(evaluate_options):
+        for source in {metric, reference_source(metric) or metric}:
+            for path in source.inputs(options(source, evaluate_options)):
+                if path not in files:
+                    files.append(path)
+    return files
+
+
 def protocols(evaluate_options: dict | None, n_samples: int | None = None) -> dict[str, dict]:
     """Protocol of every configured metric, with the sample count when known."""
     out = {}

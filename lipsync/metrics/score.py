@@ -234,6 +234,7 @@ def score_run(generated: str | os.PathLike, test_set: str | os.PathLike,
         "run": run, "model": model, "checkpoint": checkpoint, "generated": str(generated),
         "test_set": str(test_set), "n_samples": n, "n_clips": len(clip_table),
         "metrics": metric_summaries,
+        "metric_order": [slot.metric.name for slot in slots],
         "labels": sorted({label for m in metric_summaries.values() for label in m["labels"]}),
         "warnings": [w for m in metric_summaries.values() for w in m["warnings"]],
         "bootstrap": bootstrap.protocol((options or {}).get("bootstrap")),
@@ -318,7 +319,8 @@ def _summarize(slot: _Slot, frame_table: pd.DataFrame, clip_table: pd.DataFrame,
                        missing=dict(slot.result.missing), extra=dict(slot.result.extra))
     for column in metric.columns:
         entry = {"unit": column.unit, "higher_is_better": column.higher_is_better,
-                 "description": column.description}
+                 "description": column.description, "decimals": column.decimals,
+                 "level": metric.level}
         if slot.result is None:
             entry.update(value=None, ci_low=None, ci_high=None, reason=slot.failure)
         elif metric.level == "frame":

@@ -1,4 +1,4 @@
-"""Report figures: a qualitative grid of test samples per run, and per-frame SSIM/PSNR distributions.
+"""Report figures: a qualitative grid of test samples per run, and the distribution of every per-frame metric.
 
 The qualitative grid shows, for a fixed seeded set of test samples (columns), the ground truth, the
 masked generator input (lower half zeroed, as LipGAN), the fixed reference frame and each run's
@@ -48,7 +48,9 @@ def masked_input(faces: np.ndarray) -> np.ndarray:
 
 
 def _run_order(names: list[str]) -> list[int]:
-    return sorted(range(len(names)), key=lambda i: (names[i] != IDENTITY, names[i]))
+    from lipsync.report.tables import system_order
+
+    return sorted(range(len(names)), key=lambda i: system_order(names[i]))
 
 
 def qualitative_size(n_rows: int, n_columns: int, face_px: int = 96) -> tuple[int, int]:
@@ -118,26 +120,47 @@ def qualitative_figure(test_set: str | os.PathLike, generated_paths: list[str | 
     return samples
 
 
+ID_COLUMNS = ("sample", "speaker", "clip", "frame")
+
+
 def _read_scores(path: str | os.PathLike) -> pd.DataFrame:
     if not Path(path).is_file():
         raise InputError(path, "scores TSV not found")
     frame = pd.read_csv(path, sep="\t")
-    missing = {"ssim", "psnr"} - set(frame.columns)
+    missing = set(ID_COLUMNS) - set(frame.columns)
     if missing:
         raise InputError(path, f"scores TSV lacks column(s) {', '.join(sorted(missing))}")
+    if len(frame.columns) == len(ID_COLUMNS):
+        raise InputError(path, "scores TSV has no metric columns")
     return frame
+
+
+def metric_columns(frames: list[pd.DataFrame]) -> list[str]:
+    """Per-frame metric columns in their order of first appearance (every non-id column)."""
+    columns: list[str] = []
+    for frame in frames:
+        columns += [c for c in frame.columns if c not in ID_COLUMNS and c not in columns]
+    return columns
 
 
 def distributions_figure(score_paths: list[str | os.PathLike],
                          output_png: str | os.PathLike) -> None:
-    """Violin plots of per-frame SSIM and PSNR, one violin per run (run = the scores' folder)."""
+    """Violin plots of every per-frame metric column, one violin per run (run = the scores'
+    folder); infinite values (PSNR of identical frames) are counted under the run's name."""
     names = [Path(path).parent.name for path in score_paths]
     frames = [_read_scores(path) for path in score_paths]
     order = _run_order(names)
     names, frames = [names[i] for i in order], [frames[i] for i in order]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=DPI)
-    for axis, metric, unit in ((axes[0], "ssim", ""), (axes[1], "psnr", " (dB)")):
-        values = [frame[metric].to_numpy(dtype=np.float64) for frame in frames]
+    columns = metric_columns(frames)
+    n_columns = min(3, len(columns))
+    n_rows = -(-len(columns) // n_columns)
+    figure, axes = plt.subplots(n_rows, n_columns, figsize=(5 * n_columns, 4.5 * n_rows),
+                                dpi=DPI, squeeze=False)
+    for axis in axes.flat[len(columns):]:
+        axis.set_axis_off()
+    for axis, metric in zip(axes.flat, columns, strict=False):
+        values = [frame[metric].to_numpy(dtype=np.float64) if metric in frame
+                  else np.full(len(frame), np.nan) for frame in frames]
         finite = [v[np.isfinite(v)] for v in values]
         positions = [i for i, v in enumerate(finite) if v.size]
         if positions:
@@ -148,13 +171,13 @@ def distributions_figure(score_paths: list[str | os.PathLike],
             infinite = int(np.isinf(v).sum())
             labels.append(f"{name}\n(+{infinite} inf)" if infinite else name)
         axis.set_xticks(range(len(names)), labels, rotation=20, ha="right", fontsize=8)
-        axis.set_ylabel(f"{metric.upper()}{unit} per frame")
-        axis.set_title(f"{metric.upper()} per frame (N = {', '.join(str(len(v)) for v in values)})",
-                       fontsize=9)
+        axis.set_ylabel(f"{metric} per frame")
+        counts = ", ".join(str(int(np.isfinite(v).sum())) for v in values)
+        axis.set_title(f"{metric} per frame (finite N = {counts})", fontsize=9)
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     _save(figure, output_png)
-    log.info("metric distributions of %s -> %s", names, output_png)
+    log.info("metric distributions of %s over %s -> %s", names, columns, output_png)
 
 
 def write_figures(test_set: str | os.PathLike, generated_paths: list[str | os.PathLike],

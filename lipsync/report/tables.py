@@ -1,7 +1,10 @@
-"""The paper's tables (FID; SSIM and PSNR; dataset impact) as CSV, Markdown and LaTeX.
+"""The result tables as CSV, Markdown and LaTeX: every scored metric of every system, the paper's
+comparison, and the dataset-impact comparison (GRIDSmall vs GRIDFull).
 
-Rows come from `metrics/{run}/summary.json` files (identity baseline first, then runs by name); the
-paper's published values sit in a separate, labelled block. Output is deterministic for the same
+Rows come from `metrics/{system}/summary.json` files (real faces and the identity baseline first,
+then runs by name, then other systems); columns from the metrics each summary lists, in their
+configured order: nothing here names a metric except the paper's own published table. A value is
+shown with its bootstrap interval, or as "n/a (reason)". Output is deterministic for the same
 summaries, and every file is written atomically.
 """
 
@@ -24,18 +27,18 @@ PAPER = "paper (Geldhauser et al. 2025)"
 OURS = "this reproduction"
 # Published values (Electronics 14(17):3487, 2025): test-set means, models trained on GRIDFull.
 PAPER_VALUES = [
-    {"run": "LipGAN", "model": "lipgan", "fid": 15.11, "ssim_mean": 0.9348, "psnr_mean": 26.34},
-    {"run": "L1WGAN-GP", "model": "l1wgan_gp", "fid": 14.49, "ssim_mean": 0.9296,
-     "psnr_mean": 25.32},
+    {"run": "LipGAN", "model": "lipgan", "fid": 15.11, "ssim": 0.9348, "psnr": 26.34},
+    {"run": "L1WGAN-GP", "model": "l1wgan_gp", "fid": 14.49, "ssim": 0.9296, "psnr": 25.32},
 ]
-IDENTITY = "identity"
+PAPER_COLUMNS = ("fid", "ssim", "psnr")
+REAL, IDENTITY = "real", "identity"
 DATASET_RUNS = [("GRIDSmall", "lipgan-small"), ("GRIDFull", "lipgan-full")]
-STATS = ("mean", "median", "max", "min")
-_DECIMALS = {"fid": 2, "ssim": 4, "psnr": 2}
+TABLES = ("metrics", "paper", "dataset_impact")
+NA = "n/a"
 
 
 def load_summaries(summary_paths: list[str | os.PathLike]) -> list[dict]:
-    """Summaries sorted identity first, then by run name; a run named twice is an error."""
+    """Summaries sorted: real, identity, runs, then the other systems; a name twice is an error."""
     summaries = {}
     for path in summary_paths:
         try:
@@ -44,108 +47,161 @@ def load_summaries(summary_paths: list[str | os.PathLike]) -> list[dict]:
             raise InputError(path, "summary not found") from None
         except json.JSONDecodeError as error:
             raise InputError(path, f"not a JSON summary ({error})") from None
-        for key in ("run", "fid", "ssim", "psnr"):
+        for key in ("run", "metrics"):
             if key not in summary:
-                raise InputError(path, f"summary has no {key!r} entry")
+                raise InputError(path, f"summary has no {key!r} entry (made by an older "
+                                       "lipsync? rerun `lipsync score`)")
         if summary["run"] in summaries:
             raise LipsyncError(f"run {summary['run']!r} has two summaries (second: {path})")
         summaries[summary["run"]] = summary
-    return [summaries[run] for run in sorted(summaries, key=lambda r: (r != IDENTITY, r))]
+    return [summaries[run] for run in sorted(summaries, key=system_order)]
+
+
+def system_order(name: str) -> tuple:
+    """real, identity, trained runs, snapshots of runs, then defect sets and external systems."""
+    rank = {REAL: 0, IDENTITY: 1}.get(name)
+    if rank is None:
+        rank = 4 if name.startswith(("defect-", "external-")) else 3 if "@" in name else 2
+    return rank, name
+
+
+def metric_columns(summaries: list[dict]) -> list[tuple[str, str, dict]]:
+    """(metric, column, description entry) in the configured order, over all summaries."""
+    seen: dict[tuple[str, str], dict] = {}
+    for summary in summaries:
+        order = summary.get("metric_order") or sorted(summary["metrics"])
+        for metric in order:
+            for column, entry in summary["metrics"].get(metric, {}).get("columns", {}).items():
+                seen.setdefault((metric, column), entry)
+    return [(metric, column, entry) for (metric, column), entry in seen.items()]
+
+
+def _entry(summary: dict, metric: str, column: str) -> dict:
+    found = summary["metrics"].get(metric)
+    if found is None:
+        return {"value": None, "reason": "not scored for this system"}
+    return found["columns"].get(column, {"value": None, "reason": "column missing"})
+
+
+def _decimals(entry: dict) -> int:
+    return int(entry.get("decimals", 4))
+
+
+def shown(entry: dict, decimals: int | None = None) -> str:
+    """value [low, high], or n/a (reason)."""
+    decimals = _decimals(entry) if decimals is None else decimals
+    value = entry.get("value")
+    if value is None:
+        return f"{NA} ({entry['reason']})" if entry.get("reason") else NA
+    text = f"{value:.{decimals}f}"
+    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
+        text += f" [{entry['ci_low']:.{decimals}f}, {entry['ci_high']:.{decimals}f}]"
+    return text
 
 
 def _notes(summary: dict) -> str:
     notes = list(summary.get("labels", []))
-    if summary.get("flags", {}).get("fid_fewer_images_than_dims"):
-        notes.append("fewer images than Inception dims: FID biased")
     if summary["run"] == IDENTITY:
         notes.insert(0, "baseline: reference frame copied")
+    if summary["run"] == REAL:
+        notes.insert(0, "upper bound: the real faces")
+    for name, metric in sorted(summary["metrics"].items()):
+        if metric.get("extra", {}).get("fewer_images_than_dims"):
+            notes.append(f"{name}: fewer images than Inception dims, biased")
+        for reason, count in sorted(metric.get("missing", {}).items()):
+            notes.append(f"{name}: {count} missing ({reason})")
     return "; ".join(notes)
 
 
-def fid_table(summaries: list[dict]) -> pd.DataFrame:
-    rows = [{"source": OURS, "run": s["run"], "model": s.get("model", ""),
-             "fid": s["fid"]["value"], "n": s["fid"].get("n_generated"), "notes": _notes(s)}
-            for s in summaries]
-    rows += [{"source": PAPER, "run": p["run"], "model": p["model"], "fid": p["fid"], "n": None,
-              "notes": "published value"} for p in PAPER_VALUES]
-    return _counts_as_integers(pd.DataFrame(rows, columns=["source", "run", "model", "fid", "n",
-                                                           "notes"]))
-
-
-def ssim_psnr_table(summaries: list[dict]) -> pd.DataFrame:
-    columns = (["source", "run", "model", "n"] + [f"ssim_{s}" for s in STATS]
-               + [f"psnr_{s}" for s in STATS] + ["psnr_infinite", "notes"])
-    rows = []
+def metrics_table(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numbers, display): one row per system; per column value, interval, median, min, max."""
+    columns = metric_columns(summaries)
+    rows, shown_rows = [], []
     for s in summaries:
-        row = {"source": OURS, "run": s["run"], "model": s.get("model", ""),
-               "n": s["ssim"].get("n"), "psnr_infinite": s["psnr"].get("n_infinite", 0),
-               "notes": "baseline: reference frame copied" if s["run"] == IDENTITY else ""}
-        for stat in STATS:
-            row[f"ssim_{stat}"] = s["ssim"].get(stat)
-            row[f"psnr_{stat}"] = s["psnr"].get(stat)
-        if row["psnr_infinite"]:
-            row["notes"] = "; ".join(filter(None, [
-                row["notes"], f"{row['psnr_infinite']} frames identical (PSNR inf) left out "
-                              "of PSNR statistics"]))
+        row = {"run": s["run"], "model": s.get("model", ""), "n": s.get("n_samples")}
+        display = dict(row)
+        for metric, column, _ in columns:
+            entry = _entry(s, metric, column)
+            row[column] = entry.get("value")
+            row[f"{column}_ci_low"] = entry.get("ci_low")
+            row[f"{column}_ci_high"] = entry.get("ci_high")
+            for stat in ("median", "min", "max"):
+                if stat in entry:
+                    row[f"{column}_{stat}"] = entry.get(stat)
+            display[column] = shown(entry)
+        row["notes"] = display["notes"] = _notes(s)
         rows.append(row)
+        shown_rows.append(display)
+    return _counts_as_integers(pd.DataFrame(rows)), pd.DataFrame(shown_rows)
+
+
+def paper_table(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's table beside ours: FID, SSIM mean and PSNR mean of the runs trained on
+    GRIDFull (the paper's setting) plus identity, and the published values in their own block."""
+    ours = [s for s in summaries if s["run"] in (REAL, IDENTITY) or s["run"].endswith("-full")]
+    rows, shown_rows = [], []
+    for s in ours:
+        row = {"source": OURS, "run": s["run"], "model": s.get("model", "")}
+        display = dict(row)
+        for column in PAPER_COLUMNS:
+            entry = _entry(s, column, column)
+            row[column] = entry.get("value")
+            display[column] = shown(entry)
+        row["notes"] = display["notes"] = _notes(s)
+        rows.append(row)
+        shown_rows.append(display)
     for p in PAPER_VALUES:
-        rows.append({"source": PAPER, "run": p["run"], "model": p["model"],
-                     "ssim_mean": p["ssim_mean"], "psnr_mean": p["psnr_mean"],
-                     "notes": "published means only"})
-    return _counts_as_integers(pd.DataFrame(rows, columns=columns))
+        row = {"source": PAPER, "run": p["run"], "model": p["model"],
+               **{c: p[c] for c in PAPER_COLUMNS}, "notes": "published means"}
+        rows.append(row)
+        shown_rows.append({**row, **{c: f"{p[c]:g}" for c in PAPER_COLUMNS}})
+    return pd.DataFrame(rows), pd.DataFrame(shown_rows)
 
 
-def dataset_impact_table(summaries: list[dict]) -> pd.DataFrame:
+def dataset_impact_table(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """LipGAN on GRIDSmall vs GRIDFull for every metric column, and their difference."""
     by_run = {s["run"]: s for s in summaries}
-    columns = ["training_set", "run", "fid", "n", "ssim_mean", "psnr_mean", "status"]
-    rows = []
+    columns = metric_columns(summaries)
+    rows, shown_rows = [], []
     for training_set, run in DATASET_RUNS:
         s = by_run.get(run)
-        if s is None:
-            rows.append({"training_set": training_set, "run": run,
-                         "status": f"missing: no summary for run {run}"})
-            continue
-        rows.append({"training_set": training_set, "run": run, "fid": s["fid"]["value"],
-                     "n": s["fid"].get("n_generated"), "ssim_mean": s["ssim"].get("mean"),
-                     "psnr_mean": s["psnr"].get("mean"), "status": _notes(s) or "ok"})
-    small, full = rows
-    if "fid" in small and "fid" in full:
-        difference = {"training_set": "GRIDFull - GRIDSmall", "run": "",
-                      "status": "difference (negative FID, positive SSIM/PSNR: more data helps)"}
-        for key in ("fid", "ssim_mean", "psnr_mean"):
-            both = small[key] is not None and full[key] is not None
-            difference[key] = full[key] - small[key] if both else None
-        rows.append(difference)
-    else:
-        rows.append({"training_set": "GRIDFull - GRIDSmall", "run": "",
-                     "status": "not computed: a run is missing"})
-    return _counts_as_integers(pd.DataFrame(rows, columns=columns))
+        row = {"training_set": training_set, "run": run}
+        display = dict(row)
+        for metric, column, _ in columns:
+            entry = _entry(s, metric, column) if s else {"value": None}
+            row[column] = entry.get("value")
+            display[column] = shown(entry) if s else NA
+        row["status"] = display["status"] = (_notes(s) or "ok") if s else \
+            f"missing: no summary for run {run}"
+        rows.append(row)
+        shown_rows.append(display)
+    difference = {"training_set": "GRIDFull - GRIDSmall", "run": ""}
+    display = dict(difference)
+    for _, column, entry in columns:
+        small, full = rows[0][column], rows[1][column]
+        value = full - small if small is not None and full is not None else None
+        difference[column] = value
+        display[column] = NA if value is None else f"{value:+.{_decimals(entry)}f}"
+    difference["status"] = display["status"] = (
+        "difference; better with more data where it moves the way the column's arrow points")
+    rows.append(difference)
+    shown_rows.append(display)
+    return pd.DataFrame(rows), pd.DataFrame(shown_rows)
 
 
-def _format(value, column: str) -> str:
+def _format(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if column in ("n", "psnr_infinite"):
-        return f"{int(value):,}"
     if isinstance(value, float):
-        metric = column.split("_")[0]
-        if metric in _DECIMALS:
-            return f"{value:.{_DECIMALS[metric]}f}"
         return f"{value:g}"
     return str(value)
 
 
 def _counts_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
     # Missing counts would otherwise turn the column into floats ("12.0") in the CSV.
-    for column in ("n", "psnr_infinite"):
-        if column in frame.columns:
-            frame[column] = frame[column].astype("Int64")
+    if "n" in frame.columns:
+        frame["n"] = frame["n"].astype("Int64")
     return frame
-
-
-def _formatted(frame: pd.DataFrame) -> list[list[str]]:
-    return [[_format(None if pd.isna(v) else v, c) if not isinstance(v, str) else v
-             for c, v in row.items()] for _, row in frame.iterrows()]
 
 
 def to_csv(frame: pd.DataFrame) -> str:
@@ -153,13 +209,19 @@ def to_csv(frame: pd.DataFrame) -> str:
     return frame.round(6).to_csv(index=False, lineterminator="\n")
 
 
-def to_markdown(frame: pd.DataFrame) -> str:
-    cells = _formatted(frame)
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" if c in ("source", "run", "model", "notes", "status",
-                                         "training_set") else "---:"
-                          for c in frame.columns) + "|"
-    return "\n".join([header, rule] + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
+def _header(column: str, arrows: dict[str, str]) -> str:
+    return f"{column} {arrows[column]}" if column in arrows else column
+
+
+def to_markdown(display: pd.DataFrame, arrows: dict[str, str] | None = None) -> str:
+    arrows = arrows or {}
+    text_columns = {"source", "run", "model", "notes", "status", "training_set"}
+    header = "| " + " | ".join(_header(c, arrows) for c in display.columns) + " |"
+    rule = "|" + "|".join("---" if c in text_columns else "---:" for c in display.columns) + "|"
+    body = ["| " + " | ".join(_format(None if pd.isna(v) else v) if not isinstance(v, str)
+                              else v.replace("|", "/") for v in row) + " |"
+            for row in display.itertuples(index=False)]
+    return "\n".join([header, rule] + body) + "\n"
 
 
 def _latex_escape(text: str) -> str:
@@ -169,80 +231,85 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def to_latex(frame: pd.DataFrame, caption: str) -> str:
+def to_latex(display: pd.DataFrame, caption: str) -> str:
     """A booktabs tabular; rows of each `source` form a block under its own heading."""
-    columns = [c for c in frame.columns if c != "source"]
+    columns = [c for c in display.columns if c != "source"]
     align = "".join("l" if c in ("run", "model", "notes", "status", "training_set") else "r"
                     for c in columns)
     lines = [f"% {caption}", f"\\begin{{tabular}}{{{align}}}", "\\toprule",
              " & ".join(_latex_escape(c) for c in columns) + " \\\\", "\\midrule"]
-    cells = _formatted(frame)
     current = None
-    for (_, row), formatted in zip(frame.iterrows(), cells, strict=True):
+    for _, row in display.iterrows():
         source = row.get("source")
-        if "source" in frame.columns and source != current:
+        if "source" in display.columns and source != current:
             if current is not None:
                 lines.append("\\midrule")
             lines.append(f"\\multicolumn{{{len(columns)}}}{{l}}{{\\textit{{"
                          f"{_latex_escape(str(source))}}}}} \\\\")
             current = source
-        values = [v for c, v in zip(frame.columns, formatted, strict=True) if c != "source"]
+        values = [_format(None if pd.isna(row[c]) else row[c]) if not isinstance(row[c], str)
+                  else row[c] for c in columns]
         lines.append(" & ".join(_latex_escape(v) for v in values) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
-def _protocol_notes(summaries: list[dict]) -> list[str]:
-    notes = []
+def protocol_notes(summaries: list[dict]) -> list[str]:
+    """One line per metric: what it compares and how, from the first summary that scored it."""
+    notes, done = [], set()
+    for summary in summaries:
+        for name in summary.get("metric_order") or sorted(summary["metrics"]):
+            metric = summary["metrics"].get(name, {})
+            if name in done or not metric.get("protocol"):
+                continue
+            done.add(name)
+            record = {k: v for k, v in metric["protocol"].items() if k != "bootstrap"}
+            notes.append(f"**{name}** ({metric.get('description', '')}): " + "; ".join(
+                f"{k}: {v}" for k, v in sorted(record.items())))
     if summaries:
-        fid_protocol = summaries[0]["fid"].get("protocol", {})
-        if fid_protocol:
-            notes.append(f"FID: {fid_protocol.get('network')}, {fid_protocol.get('layer')}, "
-                         f"{fid_protocol.get('resize')}; real set: {fid_protocol.get('real_set')}.")
-        ssim_protocol = summaries[0]["ssim"].get("protocol", {})
-        if ssim_protocol:
-            notes.append(f"SSIM: {ssim_protocol.get('window')} window, K1 {ssim_protocol.get('K1')}"
-                         f", K2 {ssim_protocol.get('K2')}, data range "
-                         f"{ssim_protocol.get('data_range')}, {ssim_protocol.get('colour_space')}."
-                         " PSNR over all pixels; frames identical to their ground truth (PSNR inf)"
-                         " are left out of the PSNR statistics and counted.")
+        boot = summaries[0].get("bootstrap", {})
+        if boot:
+            notes.append(f"Intervals: {boot.get('confidence', 0.95):.0%} {boot.get('interval')} "
+                         f"bootstrap over clips ({boot.get('resamples')} resamples; set metrics "
+                         f"{boot.get('set_resamples')}).")
     labels = sorted({label for s in summaries for label in s.get("labels", [])})
-    notes += [f"**{label}** (runs: " + ", ".join(s["run"] for s in summaries
-                                               if label in s.get("labels", [])) + ")"
+    notes += [f"**{label}** (systems: " + ", ".join(s["run"] for s in summaries
+                                                  if label in s.get("labels", [])) + ")"
               for label in labels]
-    warnings = sorted({w for s in summaries for w in s.get("warnings", [])})
-    notes += [f"Warning: {w}" for w in warnings]
+    notes += [f"Warning: {w}" for w in sorted({w for s in summaries for w in s.get("warnings", [])})]
     notes.append(f"Rows under '{PAPER}' are the published values, not results of this pipeline.")
     return notes
 
 
 def write_tables(summary_paths: list[str | os.PathLike], output_dir: str | os.PathLike, *,
                  options: dict | None = None) -> dict[str, pd.DataFrame]:
-    """Write fid, ssim_psnr and dataset_impact as .csv/.md/.tex, and summary.md, to output_dir.
+    """Write metrics, paper and dataset_impact as .csv/.md/.tex, and summary.md, to output_dir.
 
     `options` (the report section) is accepted for the CLI contract; the tables need none of it.
     """
     summaries = load_summaries(summary_paths)
     output_dir = Path(output_dir)
-    tables = {
-        "fid": (fid_table(summaries), "FID per run (lower is better), N images per set"),
-        "ssim_psnr": (ssim_psnr_table(summaries),
-                      "Per-frame SSIM and PSNR (dB) over the test set (higher is better)"),
-        "dataset_impact": (dataset_impact_table(summaries),
+    arrows = {column: "↑" if entry.get("higher_is_better") else "↓"
+              for _, column, entry in metric_columns(summaries)}
+    built = {
+        "metrics": (*metrics_table(summaries),
+                    "Every metric per system: value [95% bootstrap interval over clips]"),
+        "paper": (*paper_table(summaries), "The paper's metrics: this reproduction beside the "
+                                           "published values (GRIDFull runs)"),
+        "dataset_impact": (*dataset_impact_table(summaries),
                            "LipGAN trained on GRIDSmall vs GRIDFull"),
     }
-    for name, (frame, caption) in tables.items():
-        write_text(output_dir / f"{name}.csv", to_csv(frame))
-        write_text(output_dir / f"{name}.md", f"{caption}\n\n{to_markdown(frame)}")
-        write_text(output_dir / f"{name}.tex", to_latex(frame, caption))
+    for name, (numbers, display, caption) in built.items():
+        write_text(output_dir / f"{name}.csv", to_csv(numbers))
+        write_text(output_dir / f"{name}.md", f"{caption}\n\n{to_markdown(display, arrows)}")
+        write_text(output_dir / f"{name}.tex", to_latex(display, caption))
     missing = [run for _, run in DATASET_RUNS if run not in {s["run"] for s in summaries}]
     if missing:
         log.warning("dataset impact table: no summary for %s", ", ".join(missing))
     parts = ["# Results", ""]
-    for title, name in (("FID", "fid"), ("SSIM and PSNR", "ssim_psnr"),
-                        ("Dataset impact", "dataset_impact")):
-        frame, caption = tables[name]
-        parts += [f"## {title}", "", caption, "", to_markdown(frame)]
-    parts += ["## Notes", ""] + [f"- {note}" for note in _protocol_notes(summaries)]
+    for name, (_, display, caption) in built.items():
+        parts += [f"## {name.replace('_', ' ').capitalize()}", "", caption, "",
+                  to_markdown(display, arrows)]
+    parts += ["## Protocols and notes", ""] + [f"- {note}" for note in protocol_notes(summaries)]
     write_text(output_dir / "summary.md", "\n".join(parts) + "\n")
-    return {name: frame for name, (frame, _) in tables.items()}
+    return {name: numbers for name, (numbers, _, _) in built.items()}
