@@ -1,9 +1,12 @@
-"""Face-crop throughput per detector backend, and what detecting on every k-th frame costs in accuracy.
+"""Face tracks per detector backend on real clips: coverage, crops/s on one core, rejected boxes, how
+closely the backends agree, and what detecting on every k-th frame costs in accuracy.
 
 Usage: python benchmarks/faces.py [N_CLIPS]   (or LIPSYNC_BENCH_CLIPS=N; default 10)
 Clips: the first N of ../shared/grid-s1 (or $LIPSYNC_GRID_S1), else ../shared/grid-samples.
-Baseline: per-frame detection (detect_every=1) with the same backend, measured in the same run.
-S3FD runs only when its weights exist ($LIPSYNC_S3FD_WEIGHTS or results/weights/s3fd.pth).
+Baselines, measured in the same run: per-frame detection (detect_every=1) of the same backend for
+the detect_every rows; OpenCV's crop boxes for the agreement of the other backends.
+dlib runs when it is installed; S3FD only when its weights exist ($LIPSYNC_S3FD_WEIGHTS or
+results/weights/s3fd.pth).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from lipsync.errors import LipsyncError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+EVERY = (1, 2, 3, 5)
 
 
 def clip_paths(limit: int) -> list[Path]:
@@ -43,42 +47,54 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a) + area(b) - inter)
 
 
-def crop_boxes(detector, frames: np.ndarray, detect_every: int, options: dict):
-    """The crop boxes `process_clip` would produce, and the crops, for one decoded clip."""
-    sampled = faces.sampled_frames(len(frames), detect_every)
-    tracked = faces.track_boxes(sampled, detector.detect(frames[sampled]), len(frames))
-    if tracked is None:
-        return None
-    boxes = faces.smooth_boxes(tracked[0], options["smoothing_frames"])
-    boxes = faces.pad_boxes(boxes, options["padding"], frames.shape[2], frames.shape[1])
-    faces.crop_faces(frames, boxes, options["image_size"])
-    return boxes
+def overlap(tracks: list, reference: list) -> tuple[float, float, int]:
+    """Mean and min per-frame IoU of two runs' crop boxes over clips both tracked, and their count."""
+    pairs = [(t.boxes, r.boxes) for t, r in zip(tracks, reference, strict=True)
+             if t is not None and r is not None]
+    if not pairs:
+        return float("nan"), float("nan"), 0
+    values = np.concatenate([iou(t, r) for t, r in pairs])
+    return float(values.mean()), float(values.min()), len(pairs)
 
 
-def bench_backend(name: str, clips: list[np.ndarray], options: dict) -> None:
+def run(detector, clips: list[np.ndarray], options: dict, every: int):
+    """Each clip's FaceTrack (None without a face) and the seconds taken, cropping included."""
+    options = {**options, "detect_every": every}
+    start = time.perf_counter()
+    tracks = []
+    for frames in clips:
+        track = faces.face_track(frames, detector, options)
+        if track is not None:
+            faces.crop_faces(frames, track.boxes, options["image_size"])
+        tracks.append(track)
+    return tracks, time.perf_counter() - start
+
+
+def bench_backend(name: str, clips: list[np.ndarray], options: dict) -> list | None:
+    """Print one row per detect_every; return the per-frame run's tracks (None when skipped)."""
     try:
         detector = detectors.build({**options, "detector": name})
     except LipsyncError as error:
         print(f"\n{name}: skipped ({error})")
-        return
+        return None
     n_crops = sum(len(frames) for frames in clips)
     print(f"\n{name} ({getattr(detector, 'device', 'cpu')}), {len(clips)} clips, {n_crops} crops")
-    print(f"{'detect_every':>12} {'seconds':>8} {'crops/s':>8} {'speed-up':>8} "
-          f"{'mean IoU':>8} {'min IoU':>8} {'clips':>5}")
+    print(f"{'detect_every':>12} {'seconds':>8} {'crops/s':>8} {'speed-up':>8} {'mean IoU':>8} "
+          f"{'min IoU':>8} {'coverage':>8} {'min cov.':>8} {'kept':>5} {'rejected':>8}")
     detector.detect(clips[0][:1])  # warm-up: lazy initialisation stays out of the timings
-    baseline_boxes, baseline_seconds = None, None
-    for every in (1, 2, 3, 5):
-        start = time.perf_counter()
-        boxes = [crop_boxes(detector, frames, every, options) for frames in clips]
-        seconds = time.perf_counter() - start
-        if baseline_boxes is None:
-            baseline_boxes, baseline_seconds = boxes, seconds
-        pairs = [(b, r) for b, r in zip(boxes, baseline_boxes, strict=True)
-                 if b is not None and r is not None]
-        overlaps = np.concatenate([iou(b, r) for b, r in pairs]) if pairs else np.array([np.nan])
+    baseline, baseline_seconds = None, None
+    for every in EVERY:
+        tracks, seconds = run(detector, clips, options, every)
+        if baseline is None:
+            baseline, baseline_seconds = tracks, seconds
+        mean_iou, min_iou, _ = overlap(tracks, baseline)
+        coverage = np.array([t.detected.mean() if t is not None else 0.0 for t in tracks])
+        kept = int((coverage >= options["min_coverage"]).sum())
+        rejected = sum(t.rejected for t in tracks if t is not None)
         print(f"{every:>12} {seconds:>8.2f} {n_crops / seconds:>8.1f} "
-              f"{baseline_seconds / seconds:>7.2f}x {np.nanmean(overlaps):>8.3f} "
-              f"{np.nanmin(overlaps):>8.3f} {len(pairs):>5}")
+              f"{baseline_seconds / seconds:>7.2f}x {mean_iou:>8.3f} {min_iou:>8.3f} "
+              f"{coverage.mean():>8.3f} {coverage.min():>8.3f} {kept:>5} {rejected:>8}")
+    return baseline
 
 
 def main(argv: list[str]) -> int:
@@ -97,9 +113,18 @@ def main(argv: list[str]) -> int:
     options = faces._merged(faces.FACES_DEFAULTS, {
         "s3fd_weights": os.environ.get("LIPSYNC_S3FD_WEIGHTS",
                                        str(REPO / "results" / "weights" / "s3fd.pth"))})
-    print("IoU: crop boxes (after smoothing) against detect_every=1 of the same backend")
-    for name in detectors.DETECTORS:
-        bench_backend(name, clips, options)
+    print("crops/s: detection, tracking, smoothing and cropping on one core (decoding apart);")
+    print("IoU: crop boxes against detect_every=1 of the same backend; coverage: fraction of "
+          f"frames with a face per clip (kept: clips >= faces.min_coverage {options['min_coverage']})")
+    per_frame = {name: bench_backend(name, clips, options) for name in detectors.DETECTORS}
+    reference = per_frame.get("opencv")
+    others = [name for name, tracks in per_frame.items() if tracks and name != "opencv"]
+    if reference and others:
+        print("\nagreement with opencv, per frame (detect_every=1, crop boxes)")
+        print(f"{'backend':>8} {'mean IoU':>8} {'min IoU':>8} {'clips':>5}")
+        for name in others:
+            mean_iou, min_iou, n_clips = overlap(per_frame[name], reference)
+            print(f"{name:>8} {mean_iou:>8.3f} {min_iou:>8.3f} {n_clips:>5}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Face tracks: box interpolation, smoothing, padding, cropping, detectors, and the shard job."""
+"""Face tracks: following the face, box interpolation, smoothing, padding, cropping, detectors, and
+the shard job."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from lipsync.data import detectors, faces
 from lipsync.data.manifest import ClipEntry, write_manifest
 from lipsync.errors import LipsyncError
 
+FACE = np.array([100., 50., 200., 170., 1.])
+
 
 class ScriptedDetector:
-    """A detector double: a fixed box, or None on the frames listed in `misses` (by call order)."""
+    """A detector double: a fixed box, or nothing on the frames listed in `misses` (by call order)."""
 
     name = "scripted"
 
@@ -29,7 +32,7 @@ class ScriptedDetector:
     def detect(self, frames):
         boxes = []
         for _ in frames:
-            boxes.append(None if self.seen in self.misses else np.array([100., 50., 200., 170.]))
+            boxes.append(np.zeros((0, 5)) if self.seen in self.misses else FACE[None].copy())
             self.seen += 1
         self.calls += 1
         return boxes
@@ -139,10 +142,12 @@ def test_wrong_frame_rate_is_excluded_naming_the_clip(tmp_path):
 def test_opencv_finds_the_pasted_face_and_tracks_it(tmp_path):
     frames = face_frames(8, shift=4)
     found = detectors.build({"detector": "opencv"}).detect(frames)
-    assert all(box is not None for box in found)
+    # One candidate row per box: x0 y0 x1 y1 and the cascade's neighbour count.
+    assert all(rows.shape == (1, 5) and rows[0, 4] >= 5 for rows in found)
     # The face drifts 4 px right per frame; so does the box.
-    assert found[-1][0] - found[0][0] == pytest.approx(28, abs=6)
-    assert detectors.build({"detector": "opencv"}).detect(face_frames(2, face=False)) == [None] * 2
+    assert found[-1][0, 0] - found[0][0, 0] == pytest.approx(28, abs=6)
+    empty = detectors.build({"detector": "opencv"}).detect(face_frames(2, face=False))
+    assert [rows.shape for rows in empty] == [(0, 5)] * 2
 
 
 def test_s3fd_without_weights_says_how_to_get_them(tmp_path):
@@ -156,7 +161,7 @@ def test_s3fd_without_weights_says_how_to_get_them(tmp_path):
 
 def test_unknown_detector_is_refused():
     with pytest.raises(LipsyncError, match="unknown face detector"):
-        detectors.build({"detector": "dlib"})
+        detectors.build({"detector": "mtcnn"})
 
 
 def test_s3fd_with_random_weights_runs_and_returns_boxes_or_none(tmp_path):
@@ -170,8 +175,8 @@ def test_s3fd_with_random_weights_runs_and_returns_boxes_or_none(tmp_path):
     frames = np.random.default_rng(0).integers(0, 255, (3, 64, 80, 3), dtype=np.uint8)
     found = detector.detect(frames)
     assert len(found) == 3
-    for box in found:
-        assert box is None or (box.shape == (4,) and np.isfinite(box).all())
+    for rows in found:
+        assert rows.ndim == 2 and rows.shape[1] == 5 and np.isfinite(rows).all()
     # A corrupt weights file is a clear error, not a crash deep inside torch.
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")

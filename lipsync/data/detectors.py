@@ -1,8 +1,10 @@
-"""Face detector backends by name (`opencv` Haar cascade, `s3fd`): each returns the largest face box.
+"""Face detector backends by name (`opencv` Haar cascade, `dlib` HOG, `s3fd`): candidate boxes per frame.
 
-A detector maps a batch of RGB frames (N x H x W x 3, uint8) to one box per frame: a float array
-`(x0, y0, x1, y1)` in pixels, or None where no face was found. Weights are only ever read from
-local files: nothing here downloads.
+A detector maps a batch of RGB frames (N x H x W x 3, uint8) to one candidate array per frame:
+float64 rows `x0 y0 x1 y1 score` in pixels (K x 5, K = 0 where nothing was found). Scores are the
+backend's own confidence (Haar: neighbour count; dlib: SVM margin; S3FD: probability) and are only
+compared within a frame. Choosing among candidates is the tracker's job (`lipsync.data.faces`).
+Weights are only ever read from local files: nothing here downloads.
 """
 
 from __future__ import annotations
@@ -19,12 +21,30 @@ import numpy as np
 from lipsync.errors import LipsyncError
 
 Box = np.ndarray  # float64 (4,): x0, y0, x1, y1
+Candidates = np.ndarray  # float64 (K, 5): x0, y0, x1, y1, score
+
+NO_CANDIDATES = np.zeros((0, 5))
+
+# Each backend's options (config keys faces.opencv.*, faces.dlib.*); faces.FACES_DEFAULTS and the
+# schema take them from here.
+BACKEND_DEFAULTS = {
+    "opencv": {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 60},
+    # LipGAN's preprocess.py calls detector(gray, 1); adjust_threshold 0 is dlib's own default.
+    "dlib": {"upsample": 1, "adjust_threshold": 0.0},
+}
 
 
 class Detector(Protocol):
     name: str
 
-    def detect(self, frames: np.ndarray) -> list[Box | None]: ...
+    def detect(self, frames: np.ndarray) -> list[Candidates]: ...
+
+
+def candidates(boxes: np.ndarray, scores: np.ndarray | None = None) -> Candidates:
+    """Rows `x0 y0 x1 y1 score` from K x 4 boxes and K scores (score 1 when none are given)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64).reshape(-1)
+    return np.column_stack([boxes, scores]) if len(boxes) else NO_CANDIDATES.copy()
 
 
 def largest_box(boxes: np.ndarray) -> Box | None:
@@ -42,7 +62,7 @@ class OpenCVDetector:
 
     name = "opencv"
 
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 60):
+    def __init__(self, scale_factor: float, min_neighbors: int, min_size: int):
         self.cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         # A CascadeClassifier keeps scratch buffers: sharing one between threads corrupts results,
         # so each worker thread loads its own.
@@ -63,21 +83,68 @@ class OpenCVDetector:
             self._local.cascade = cascade
         return cascade
 
-    def detect(self, frames: np.ndarray) -> list[Box | None]:
+    def detect(self, frames: np.ndarray) -> list[Candidates]:
         cascade = self._cascade()
-        boxes = []
+        found = []
         for frame in frames:
             gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-            found = cascade.detectMultiScale(
+            # detectMultiScale2 gives the same boxes as detectMultiScale plus each box's
+            # neighbour count, the cascade's own measure of confidence.
+            boxes, neighbours = cascade.detectMultiScale2(
                 gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                 minSize=(self.min_size, self.min_size))
-            if len(found) == 0:
-                boxes.append(None)
-                continue
-            found = np.asarray(found, dtype=np.float64)  # x, y, w, h
-            found[:, 2:] += found[:, :2]
-            boxes.append(largest_box(found))
-        return boxes
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # x, y, w, h
+            boxes[:, 2:] += boxes[:, :2]
+            found.append(candidates(boxes, neighbours))
+        return found
+
+
+class DlibDetector:
+    """dlib's HOG + linear SVM frontal face detector, the one LipGAN's preprocess.py uses.
+
+    The model is compiled into dlib (`get_frontal_face_detector`), so there is no weights file.
+    LipGAN runs it on the grey image with one upsampling (`detector(gray, 1)`); so does this by
+    default. The default 80 x 80 detection window finds faces from about 80 px across at
+    `upsample=0` and from about 40 px at 1, four times slower.
+    """
+
+    name = "dlib"
+
+    def __init__(self, upsample: int, adjust_threshold: float):
+        try:
+            import dlib
+        except ImportError as error:
+            raise LipsyncError(
+                "faces.detector is dlib but the dlib module is not installed; install the pinned "
+                "wheel with `pip install dlib-bin==20.0.1.post1` (a dependency in pyproject.toml) "
+                "or choose faces.detector opencv") from error
+        if int(upsample) < 0:
+            raise LipsyncError(f"faces.dlib.upsample must be 0 or more, not {upsample}")
+        self._dlib = dlib
+        self.upsample = int(upsample)
+        self.adjust_threshold = float(adjust_threshold)
+        # dlib releases the GIL while it scans but keeps its image pyramid in the detector object:
+        # one detector shared by the worker threads returned wrong boxes on 5-8 of 75 frames of
+        # the sample clips, so each thread builds its own (about 0.4 s).
+        self._local = threading.local()
+        self._detector()
+
+    def _detector(self):
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            detector = self._local.detector = self._dlib.get_frontal_face_detector()
+        return detector
+
+    def detect(self, frames: np.ndarray) -> list[Candidates]:
+        detector = self._detector()
+        found = []
+        for frame in frames:
+            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+            rects, scores, _ = detector.run(gray, self.upsample, self.adjust_threshold)
+            # dlib rectangles are inclusive of right and bottom; boxes here are half-open.
+            boxes = [(r.left(), r.top(), r.right() + 1, r.bottom() + 1) for r in rects]
+            found.append(candidates(np.asarray(boxes, np.float64), scores))
+        return found
 
 
 class S3FDDetector:
@@ -107,32 +174,43 @@ class S3FDDetector:
         # One network shared by worker threads: forward passes go one at a time.
         self._lock = threading.Lock()
 
-    def detect(self, frames: np.ndarray) -> list[Box | None]:
+    def detect(self, frames: np.ndarray) -> list[Candidates]:
         torch = self._torch
-        boxes: list[Box | None] = []
+        found: list[Candidates] = []
         for start in range(0, len(frames), self.batch_size):
             batch = np.ascontiguousarray(frames[start:start + self.batch_size].transpose(0, 3, 1, 2))
             with self._lock:
                 # detect_from_batch expects RGB float N x 3 x H x W and converts to BGR itself.
-                found = self.detector.detect_from_batch(torch.from_numpy(batch).float())
-            for candidates in found:
-                candidates = np.asarray(candidates, dtype=np.float64)
-                boxes.append(largest_box(candidates) if candidates.size else None)
-        return boxes
+                batch_found = self.detector.detect_from_batch(torch.from_numpy(batch).float())
+            for rows in batch_found:
+                rows = np.asarray(rows, dtype=np.float64).reshape(-1, 5)  # x0 y0 x1 y1 score
+                found.append(candidates(rows[:, :4], rows[:, 4]))
+        return found
+
+
+def _backend_options(options: dict, name: str) -> dict:
+    return {**BACKEND_DEFAULTS[name], **(options.get(name) or {})}
 
 
 def _opencv(options: dict) -> Detector:
-    opencv = options.get("opencv", {})
-    return OpenCVDetector(scale_factor=float(opencv.get("scale_factor", 1.1)),
-                          min_neighbors=int(opencv.get("min_neighbors", 5)),
-                          min_size=int(opencv.get("min_size", 60)))
+    opencv = _backend_options(options, "opencv")
+    return OpenCVDetector(scale_factor=float(opencv["scale_factor"]),
+                          min_neighbors=int(opencv["min_neighbors"]),
+                          min_size=int(opencv["min_size"]))
+
+
+def _dlib(options: dict) -> Detector:
+    dlib_options = _backend_options(options, "dlib")
+    return DlibDetector(upsample=int(dlib_options["upsample"]),
+                        adjust_threshold=float(dlib_options["adjust_threshold"]))
 
 
 def _s3fd(options: dict) -> Detector:
     return S3FDDetector(options.get("s3fd_weights", "results/weights/s3fd.pth"))
 
 
-DETECTORS: dict[str, Callable[[dict], Detector]] = {"opencv": _opencv, "s3fd": _s3fd}
+DETECTORS: dict[str, Callable[[dict], Detector]] = {"opencv": _opencv, "dlib": _dlib,
+                                                    "s3fd": _s3fd}
 
 
 def build(faces_options: dict) -> Detector:

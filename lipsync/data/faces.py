@@ -1,4 +1,4 @@
-"""Face tracks for one speaker shard: detect, interpolate, smooth, pad, crop to S x S, write HDF5.
+"""Face tracks for one speaker shard: detect, follow the face, interpolate, smooth, pad, crop, write HDF5.
 
 Per-clip input problems (a missing, empty, truncated-to-nothing or undecodable video, no video
 stream, a frame rate other than `video.fps`, no face, face coverage below `faces.min_coverage`)
@@ -27,18 +27,21 @@ from lipsync.progress import progress
 
 log = get_logger(__name__)
 
-COVERAGE_COLUMNS = ["speaker", "clip", "frames", "detected", "coverage", "status", "reason"]
+COVERAGE_COLUMNS = ["speaker", "clip", "frames", "detected", "coverage", "status", "reason",
+                    "rejected"]
 
 # Schema defaults (workflow/schemas/config.schema.yaml), so a partial dict works in tests and REPLs.
 FACES_DEFAULTS = {
     "detector": "opencv",
     "s3fd_weights": "results/weights/s3fd.pth",
     "padding": {"top": 0.0, "bottom": 0.0, "left": 0.0, "right": 0.0},
+    "tracking": {"max_centre_shift": 0.25, "max_size_change": 0.25},
+    "median_frames": 5,
     "smoothing_frames": 5,
     "detect_every": 1,
     "min_coverage": 0.9,
     "image_size": 96,
-    "opencv": {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 60},
+    **detectors.BACKEND_DEFAULTS,
 }
 VIDEO_DEFAULTS = {"fps": 25, "frames_per_clip": 75}
 # A decoded rate within this of video.fps counts as equal (MPEG stores 25 as 25/1 exactly).
@@ -62,6 +65,7 @@ class ClipFaces:
     coverage: float = 0.0
     status: str = "ok"
     reason: str = ""
+    rejected: int = 0
     fps: float = 0.0
     crops: np.ndarray | None = field(default=None, repr=False)
     boxes: np.ndarray | None = field(default=None, repr=False)
@@ -70,7 +74,7 @@ class ClipFaces:
     def coverage_row(self) -> dict:
         return {"speaker": self.entry.speaker, "clip": self.entry.clip, "frames": self.frames,
                 "detected": self.detected, "coverage": round(self.coverage, 6),
-                "status": self.status, "reason": self.reason}
+                "status": self.status, "reason": self.reason, "rejected": self.rejected}
 
 
 def sampled_frames(n_frames: int, detect_every: int) -> np.ndarray:
@@ -79,6 +83,74 @@ def sampled_frames(n_frames: int, detect_every: int) -> np.ndarray:
     if n_frames and sampled[-1] != n_frames - 1:
         sampled = np.append(sampled, n_frames - 1)
     return sampled
+
+
+def box_jumps(reference: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How far each of `boxes` (K x 4+) lies from `reference` (x0 y0 x1 y1), relative to its size.
+
+    Size is sqrt(width x height). Returns the centre distance over the reference's size and the
+    size change as max(ratio, 1 / ratio) - 1, so growing and shrinking by the same factor count
+    alike.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, boxes.shape[-1])[:, :4]
+    size = np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-9, None))
+    ref_size = np.sqrt(max((reference[2] - reference[0]) * (reference[3] - reference[1]), 1e-9))
+    centre = (boxes[:, :2] + boxes[:, 2:4]) / 2
+    ref_centre = (reference[:2] + reference[2:4]) / 2
+    shift = np.linalg.norm(centre - ref_centre, axis=1) / ref_size
+    ratio = size / ref_size
+    return shift, np.maximum(ratio, 1 / ratio) - 1
+
+
+def _seed(found: list[np.ndarray]) -> tuple[int, np.ndarray]:
+    """Where the track starts: the sampled frame and candidate nearest the clip's median box.
+
+    The median over frames of each frame's largest box (what a detector without tracking picks)
+    ignores a false box on a minority of frames, so the track does not start on one.
+    """
+    largest = [detectors.largest_box(rows) for rows in found]
+    usable = [i for i, box in enumerate(largest) if box is not None]
+    median = np.median(np.stack([largest[i] for i in usable]), axis=0)
+    best_frame, best_row, best_distance = usable[0], 0, np.inf
+    for i in usable:
+        shift, change = box_jumps(median, found[i])
+        row = int(np.argmin(shift + change))
+        if shift[row] + change[row] < best_distance:
+            best_frame, best_row, best_distance = i, row, shift[row] + change[row]
+    return best_frame, np.asarray(found[best_frame], np.float64)[best_row, :4].copy()
+
+
+def follow_track(found: list[np.ndarray], *, max_centre_shift: float,
+                 max_size_change: float) -> tuple[list[np.ndarray | None], int]:
+    """One box per sampled frame from its candidate rows (`x0 y0 x1 y1 score`), following the face.
+
+    From the seed frame (see `_seed`) the track goes forwards and backwards; on each frame it
+    keeps the candidate nearest to the last kept box, provided its centre moved by at most
+    `max_centre_shift` and its size changed by at most `max_size_change` (both fractions of the
+    last kept box's size, see `box_jumps`). Candidates beyond either limit are rejected; a frame
+    left without a candidate gets None, like a missed detection. Returns the boxes and the number
+    of rejected candidates.
+    """
+    boxes: list[np.ndarray | None] = [None] * len(found)
+    if not any(len(rows) for rows in found):
+        return boxes, 0
+    seed, boxes[seed] = _seed(found)
+    rejected = 0
+    # The seed frame goes first: its seed box is nearest to itself, its other candidates are judged.
+    for order in (range(seed, len(found)), range(seed - 1, -1, -1)):
+        reference = boxes[seed]
+        for i in order:
+            rows = np.asarray(found[i], dtype=np.float64).reshape(-1, 5)
+            if not len(rows):
+                continue
+            shift, change = box_jumps(reference, rows)
+            keep = (shift <= max_centre_shift) & (change <= max_size_change)
+            rejected += int((~keep).sum())
+            if keep.any():
+                # Nearest first; among equally near candidates the detector's more confident one.
+                best = np.lexsort((-rows[:, 4], np.where(keep, shift, np.inf)))[0]
+                boxes[i] = reference = rows[best, :4].copy()
+    return boxes, rejected
 
 
 def track_boxes(sampled: np.ndarray, found: list[np.ndarray | None],
@@ -103,6 +175,20 @@ def track_boxes(sampled: np.ndarray, found: list[np.ndarray | None],
     before = np.clip(np.searchsorted(sampled, everything, side="right") - 1, 0, len(sampled) - 1)
     detected = ok[before] & ok[after]
     return boxes, detected
+
+
+def median_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median of each coordinate over `window` frames (fewer at the clip's ends).
+
+    Applied before the moving average: a box that is off for fewer than half the window is
+    replaced by its neighbours instead of being averaged into them.
+    """
+    n_frames = len(boxes)
+    if window <= 1 or n_frames < 2:
+        return boxes.copy()
+    half = window // 2
+    return np.stack([np.median(boxes[max(0, i - half):i - half + window], axis=0)
+                     for i in range(n_frames)])
 
 
 def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
@@ -140,6 +226,39 @@ def crop_faces(frames: np.ndarray, boxes: np.ndarray, image_size: int) -> np.nda
     return crops
 
 
+def _tracking(options: dict) -> dict:
+    return {"max_centre_shift": float(options["max_centre_shift"]),
+            "max_size_change": float(options["max_size_change"])}
+
+
+@dataclass
+class FaceTrack:
+    """Where the face is in each frame of a clip."""
+
+    boxes: np.ndarray  # float64 K x 4: the region to crop (followed, filled, smoothed, padded)
+    detected: np.ndarray  # bool K, see `track_boxes`
+    rejected: int  # candidate boxes off the track (see `follow_track`)
+
+
+def face_track(frames: np.ndarray, detector: detectors.Detector, faces: dict) -> FaceTrack | None:
+    """Detect on the sampled frames, follow the face, fill the gaps, smooth and pad the boxes.
+
+    `faces` is a complete faces config section (FACES_DEFAULTS merged). None when no sampled frame
+    has a candidate box.
+    """
+    sampled = sampled_frames(len(frames), int(faces["detect_every"]))
+    found, rejected = follow_track(detector.detect(frames[sampled]),
+                                   **_tracking(faces["tracking"]))
+    tracked = track_boxes(sampled, found, len(frames))
+    if tracked is None:
+        return None
+    boxes, detected = tracked
+    boxes = median_boxes(boxes, int(faces["median_frames"]))
+    boxes = smooth_boxes(boxes, int(faces["smoothing_frames"]))
+    boxes = pad_boxes(boxes, faces["padding"], frames.shape[2], frames.shape[1])
+    return FaceTrack(boxes, detected, rejected)
+
+
 def process_clip(entry: ClipEntry, detector: detectors.Detector, faces: dict,
                  video: dict) -> ClipFaces:
     """Decode one clip and track its face; input problems give an excluded ClipFaces, not an error."""
@@ -155,12 +274,11 @@ def process_clip(entry: ClipEntry, detector: detectors.Detector, faces: dict,
         result.reason = f"{entry.video}: frame rate {fps:g} fps, config video.fps is {video['fps']:g}"
         return result
 
-    sampled = sampled_frames(len(frames), int(faces["detect_every"]))
-    tracked = track_boxes(sampled, detector.detect(frames[sampled]), len(frames))
-    if tracked is None:
+    track = face_track(frames, detector, faces)
+    if track is None:
         result.status, result.reason = "excluded", f"{entry.video}: no face found in any frame"
         return result
-    boxes, detected = tracked
+    detected, result.rejected = track.detected, track.rejected
     result.detected = int(detected.sum())
     result.coverage = float(detected.mean())
     if result.coverage < float(faces["min_coverage"]):
@@ -176,12 +294,11 @@ def process_clip(entry: ClipEntry, detector: detectors.Detector, faces: dict,
     if result.detected < result.frames:
         notes.append(f"{result.frames - result.detected} frames without a face filled by "
                      "interpolation")
+    if result.rejected:
+        notes.append(f"{result.rejected} boxes off the face track rejected")
     result.reason = "; ".join(notes)
-
-    boxes = smooth_boxes(boxes, int(faces["smoothing_frames"]))
-    boxes = pad_boxes(boxes, faces["padding"], frames.shape[2], frames.shape[1])
-    result.boxes = boxes.astype(np.float32)
-    result.crops = crop_faces(frames, boxes, int(faces["image_size"]))
+    result.boxes = track.boxes.astype(np.float32)
+    result.crops = crop_faces(frames, track.boxes, int(faces["image_size"]))
     result.detected_mask = detected
     return result
 
