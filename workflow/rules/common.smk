@@ -12,6 +12,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
+# What the schema cannot say (every training and model option, run overrides, model input
+# shapes), checked before planning so a bad value fails here naming its key.
+from lipsync.config import check_config, run_options as _run_options
+
+check_config(config)
 
 
 def _package_folder():
@@ -270,22 +275,8 @@ def runs():
 
 def run_options(run):
     """Training options of one run: shared options, the model's options, then the run's overrides."""
-    spec = dict(runs()[run])
-    model = spec.pop("model")
-    spec.pop("train_set")
-    model_keys = set(config["training"]["models"].get(model, {}))
-    model_options = dict(config["training"]["models"].get(model, {}))
-    loop_options = dict(config["training"]["options"])
-    for key, value in spec.items():
-        if key == "model_options":
-            model_options.update(value)
-        elif key in model_keys:
-            model_options[key] = value
-        else:
-            loop_options[key] = value
-    return json.dumps(
-        {"model": model, "model_options": model_options, **loop_options}, sort_keys=True
-    )
+    # Overrides go to the model by its option table (lipsync.config.run_options).
+    return json.dumps(_run_options(config, run), sort_keys=True)
 
 
 def evaluated_runs():
