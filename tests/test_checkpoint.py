@@ -59,13 +59,13 @@ def train(run_dir, total_samples):
 
 def test_training_resumes_from_the_previous_checkpoint_when_the_newest_is_truncated(tmp_path):
     torch.set_num_threads(1)
-    whole = train(tmp_path / "whole", 32)
-    train(tmp_path / "split", 24)
+    whole = train(tmp_path / "whole", 24)
+    train(tmp_path / "split", 16)
     checkpoints = ckpt.list_checkpoints(tmp_path / "split" / "checkpoints")
-    assert checkpoints[-1].name == "checkpoint-000000000024.pt"
+    assert checkpoints[-1].name == "checkpoint-000000000016.pt"
     truncate(checkpoints[-1], keep=checkpoints[-1].stat().st_size // 2)
-    resumed = train(tmp_path / "split", 32)
-    assert resumed["resumed_from"].endswith("checkpoint-000000000016.pt")
+    resumed = train(tmp_path / "split", 24)
+    assert resumed["resumed_from"].endswith("checkpoint-000000000008.pt")
     expected, got = ckpt.load(whole["output"])["generator"], ckpt.load(resumed["output"])["generator"]
     assert all(torch.equal(expected[key], got[key]) for key in expected)
 
