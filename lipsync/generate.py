@@ -27,12 +27,17 @@ DEFAULTS = {
 }
 
 
+# Systems without a generator: the reference frame copied (the lower bound a model should beat)
+# and the real target faces themselves (the upper bound, e.g. of lip-sync scores).
+BASELINES = ("identity", "real")
+
+
 def generate(generator: str | os.PathLike, test_set: str | os.PathLike,
              output: str | os.PathLike, *, sheet: str | os.PathLike | None = None,
              options: dict | None = None, threads: int = 1) -> dict:
     """Write HDF5 `/faces` (uint8 N x 96 x 96 x 3 RGB, the test set's sample order) from
-    `generator` (a checkpoint or generator file, or "identity": the stored reference frame
-    returned unchanged), plus an optional PNG sample sheet. Returns the attributes written."""
+    `generator` (a checkpoint or generator file; "identity": the stored reference frame returned
+    unchanged; "real": the ground-truth face), plus an optional PNG sample sheet. Returns the attributes written."""
     from lipsync.data.dataset import LipSyncDataset
 
     options = {**DEFAULTS, **(options or {})}
@@ -44,10 +49,10 @@ def generate(generator: str | os.PathLike, test_set: str | os.PathLike,
     n, size = len(dataset), dataset.image_size
     device = pick_device(options["device"])
     batch_size = int(options["batch_size"])
-    attrs = {"model": "identity", "checkpoint": "", "test_set": str(Path(test_set).resolve()),
+    attrs = {"model": str(generator), "checkpoint": "", "test_set": str(Path(test_set).resolve()),
              "samples": n, "options": json.dumps(options, sort_keys=True),
              "provenance": json.dumps(describe(), sort_keys=True)}
-    if str(generator) == "identity":
+    if str(generator) in BASELINES:
         model = None
     else:
         from lipsync.checkpoint import load_generator
@@ -64,10 +69,13 @@ def generate(generator: str | os.PathLike, test_set: str | os.PathLike,
             handle.attrs[key] = value
         bar = progress(total=n, unit="face", desc=f"generate {attrs['model']}")
         if model is None:
+            with h5py.File(test_set, "r") as source:
+                targets = source["samples/crop"][()]
             for start in range(0, n, batch_size):
                 indices = np.arange(start, min(start + batch_size, n))
-                faces[start:start + len(indices)] = dataset.read_faces(
-                    dataset.references(indices))
+                crops = (dataset.references(indices) if str(generator) == "identity"
+                         else targets[indices])
+                faces[start:start + len(indices)] = dataset.read_faces(crops)
                 bar.update(len(indices))
         else:
             from lipsync.data.dataset import collate

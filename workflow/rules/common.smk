@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -168,7 +169,13 @@ def command_code(command):
                 ):
                     commands[name] = (node.name, arguments)
     if command not in commands:
-        raise WorkflowError(f"lipsync/cli.py has no command {command!r}")
+        # The job will fail when it runs; until then hash everything, so no edit goes unseen.
+        logger.warning(f"lipsync/cli.py has no command {command!r}, which a rule runs")
+        everything = [
+            f"{PACKAGE.name}.{'.'.join(f.relative_to(PACKAGE).with_suffix('').parts)}"
+            for f in sorted(PACKAGE.rglob("*.py"))
+        ]
+        return source, _module_closure(everything)
     own = _cli_function_names(functions, commands[command])
     others = set().union(
         *(_cli_function_names(functions, c) for c in commands.values())
@@ -279,13 +286,38 @@ def run_options(run):
     return json.dumps(_run_options(config, run), sort_keys=True)
 
 
+from lipsync.report.tables import TABLES  # noqa: E402  (the tables the tables rule writes)
+
+BASELINES = ["real", "identity"]  # systems without a generator (lipsync.generate.BASELINES)
+
+
 def evaluated_runs():
-    return ["identity"] + list(runs())
+    """Every system scored: the real faces, the identity copy and each training run."""
+    return BASELINES + list(runs())
 
 
-def fid_weights():
-    fid = config["evaluate"]["fid"]
-    return [] if fid["random_weights"] else [fid["weights"]]
+def _metric_registry():
+    from lipsync.metrics import registry
+
+    registry.load()
+    return registry
+
+
+def reference_metrics():
+    """Metrics whose reference data (work on the real faces) the configured metrics need."""
+    return _metric_registry().reference_metrics(config["evaluate"])
+
+
+def metric_inputs():
+    """Files the configured metrics read (Inception weights, an expert checkpoint, ...)."""
+    return _metric_registry().input_files(config["evaluate"])
+
+
+def reference_arguments(wildcards, input):
+    return " ".join(
+        f"--reference {shlex.quote(name + '=' + path)}"
+        for name, path in zip(reference_metrics(), input.references)
+    )
 
 
 def s3fd_weights():
@@ -295,9 +327,7 @@ def s3fd_weights():
 
 def all_targets():
     return (
-        expand(
-            "results/tables/{table}.md", table=["fid", "ssim_psnr", "dataset_impact"]
-        )
+        expand("results/tables/{table}.md", table=TABLES)
         + ["results/figures/qualitative.png", "results/figures/distributions.png"]
         + expand("results/figures/contact_sheet_{split}.png", split=["test"])
         + expand("results/generated/{run}.png", run=evaluated_runs())

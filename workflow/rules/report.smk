@@ -1,8 +1,5 @@
 """Report: the paper's tables and figures, all collected by `snakemake --report`."""
 
-TABLES = ["fid", "ssim_psnr", "dataset_impact"]
-
-
 localrules:
     tables,
 

@@ -39,7 +39,7 @@ rule train:
 rule generate:
     input:
         generator=lambda w: (
-            [] if w.run == "identity" else f"results/train/{w.run}/generator.pt"
+            [] if w.run in BASELINES else f"results/train/{w.run}/generator.pt"
         ),
         test_set="results/datasets/test.h5",
     output:
@@ -56,11 +56,11 @@ rule generate:
         "../../envs/lipsync.yaml"
     threads: 2
     resources:
-        gpu=lambda w: 0 if w.run == "identity" else 1,
+        gpu=lambda w: 0 if w.run in BASELINES else 1,
         mem_mb=8000,
         runtime=60,
     params:
-        generator=lambda w, input: input.generator or "identity",
+        generator=lambda w, input: input.generator or w.run,
         code=code_hash("generate"),
     shell:
         "lipsync --log-file {log:q} generate --generator {params.generator:q} --test-set {input.test_set:q}"
