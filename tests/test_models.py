@@ -8,7 +8,8 @@ import torch
 from lipsync.errors import LipsyncError
 from lipsync.models import registry
 from lipsync.models.blocks import SampleNorm, count_parameters
-from lipsync.models.losses import Precision, contrastive_loss
+from lipsync.models.losses import contrastive_loss
+from lipsync.precision import Precision
 
 TINY = {"width": 0.0625}
 
@@ -114,3 +115,22 @@ def test_each_model_trains_a_few_steps_with_finite_losses_and_moving_weights(nam
     assert "g_loss" in seen
     assert any(not torch.equal(a, b) for a, b in zip(before, pair.generator.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(before_d, pair.discriminator.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(("name", "options", "key"), [
+    ("lipgan", {"width": 0}, "width: 0"),
+    ("lipgan", {"unsynced_probability": 1.5}, "unsynced_probability: 1.5"),
+    ("l1wgan_gp", {"n_critic": 0}, "n_critic: 0"),
+    ("wgan_gp", {"betas": [0.0, 0.9, 0.99]}, "betas"),
+    ("wgan_gp", {"learning_rate": "1e-4"}, "learning_rate: '1e-4'"),  # YAML 1.1 reads a str
+])
+def test_an_out_of_range_model_option_is_refused_naming_it(name, options, key):
+    with pytest.raises(LipsyncError, match=key.replace("[", r"\[")):
+        registry.build(name, options)
+
+
+def test_every_model_option_says_why_it_has_its_default():
+    for name in registry.MODELS:
+        for option, spec in registry.option_table(name).items():
+            assert len(spec.doc) > 10, f"{name}.{option}"
+            assert spec.problem(spec.default) is None, f"{name}.{option}"

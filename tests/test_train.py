@@ -12,7 +12,13 @@ from helpers import make_shard_files
 
 from lipsync import checkpoint as ckpt
 from lipsync.errors import LipsyncError, TrainingError
-from lipsync.train import TrainingInterrupted, epoch_order, train_run, training_loop
+from lipsync.train import (
+    TrainingInterrupted,
+    epoch_order,
+    evaluate,
+    train_run,
+    training_loop,
+)
 
 TINY_RUN = {"batch_size": 4, "checkpoint_every_samples": 8, "log_every_samples": 8,
             "num_workers": 0, "progress_bar": False, "device": "cpu"}
@@ -114,3 +120,38 @@ def test_train_run_on_a_packed_split_writes_a_self_describing_generator(tmp_path
     assert any("validation_ssim" in json.loads(line) for line in lines)
     with pytest.raises(LipsyncError, match="bach_size"):
         train_run(packed, tmp_path / "other", output, options={"bach_size": 4})
+
+
+@pytest.mark.parametrize(("options", "key"), [
+    ({"batch_size": -8}, "batch_size: -8"),  # used to hang, deaf to SIGTERM
+    ({"total_samples": -16}, "total_samples: -16"),  # used to write an untrained generator
+    ({"batch_size": 0}, "batch_size: 0"),
+    ({"checkpoint_every_samples": 0}, "checkpoint_every_samples: 0"),
+    ({"batch_size": "8"}, "batch_size: '8'"),
+    ({"mixed_precision": "fp8"}, "mixed_precision: 'fp8'"),
+    ({"model_options": {"width": 0.0625, "n_critic": 0}}, "n_critic: 0"),
+    ({"epochs": 2}, "unknown option(s) epochs"),
+])
+def test_a_bad_option_is_refused_naming_it_before_anything_is_written(tmp_path, options, key):
+    model_options = options.pop("model_options", {"width": 0.0625})
+    with pytest.raises(LipsyncError) as error:
+        training_loop(train_set=FakeLipSyncDataset(12), run_dir=tmp_path / "run",
+                      model="l1wgan_gp", model_options=model_options,
+                      **{**TINY_RUN, "total_samples": 8, **options})
+    assert key in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_validation_scores_are_the_reported_metrics_ssim_and_psnr():
+    from lipsync.metrics.ssim_psnr import psnr_torch, ssim_torch
+
+    dataset = FakeLipSyncDataset(6)
+    scores = evaluate(None, dataset)  # the identity baseline: the reference frame as output
+    frames = {key: torch.stack([torch.round(dataset[i][key] * 255).to(torch.uint8)
+                                for i in range(6)]).permute(0, 2, 3, 1)
+              for key in ("reference", "target")}
+    assert scores["samples"] == 6
+    assert scores["ssim"] == pytest.approx(ssim_torch(frames["reference"],
+                                                      frames["target"]).mean(), abs=1e-12)
+    assert scores["psnr"] == pytest.approx(psnr_torch(frames["reference"],
+                                                      frames["target"]).mean(), abs=1e-9)
