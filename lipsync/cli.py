@@ -304,6 +304,44 @@ def _figures(args):
                           args.distributions, options=args.options)
 
 
+def _dub_arguments(parser):
+    parser.add_argument("--generator", required=True, help="generator file, or 'identity'")
+    parser.add_argument("--face", required=True, help="face video or photo (anything PyAV reads)")
+    parser.add_argument("--audio", required=True, help="audio file or a video with a sound track")
+    parser.add_argument("--output", required=True, help="output video (.mp4, .mov or .mkv)")
+    parser.add_argument("--sidecar", default=None, help="JSON record (default: OUTPUT.json)")
+    parser.add_argument("--strip", default=None, help="PNG strip: input frames above dubbed ones")
+    _add_options(parser)
+
+
+@command("dub", "lip-sync any face video or photo to any audio")(_dub_arguments)
+def _dub(args):
+    from lipsync import dub
+
+    dub.dub(args.generator, args.face, args.audio, args.output, options=args.options,
+            sidecar=args.sidecar)
+    if args.strip:
+        dub.write_strip(args.face, args.output, args.strip)
+
+
+def _score_videos_arguments(parser):
+    parser.add_argument("--generated", required=True, help="folder of generated videos")
+    parser.add_argument("--reference", required=True, help="folder of reference videos")
+    parser.add_argument("--output", required=True, help="folder for the HDF5 sets and scores")
+    parser.add_argument("--run", default=None, help="row name (default: the generated folder's)")
+    parser.add_argument("--threads", type=int, default=1)
+    _add_options(parser)
+
+
+@command("score-videos", "score another system's videos against reference videos")(
+    _score_videos_arguments)
+def _score_videos(args):
+    from lipsync import videos
+
+    videos.score_videos(args.generated, args.reference, args.output, options=args.options,
+                        run=args.run, threads=args.threads)
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 

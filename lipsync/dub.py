@@ -294,3 +294,21 @@ def dub(generator: str | os.PathLike, face: str | os.PathLike, audio: str | os.P
     log.info("dubbed %s with %s -> %s (%d frames, %d passed through, %.1f s)", face, audio,
              output, n_output, passed, total)
     return record
+
+
+def write_strip(face: str | os.PathLike, dubbed: str | os.PathLike, output: str | os.PathLike,
+                *, frames: int = 4, height: int = 144, still_fps: float = 25) -> None:
+    """PNG of `frames` evenly spaced moments: the face input (top row) above the dubbed video."""
+    from lipsync.data.sheets import contact_sheet
+
+    made, _ = decode.read_video(dubbed)
+    source, _, _ = _read_face(face, still_fps)
+    picks = np.unique(np.linspace(0, len(made) - 1, min(frames, len(made))).round().astype(int))
+    # The source frame each output frame showed (the same ping-pong as `dub`).
+    shown = pingpong(len(made), len(source))[picks]
+
+    def small(image: np.ndarray) -> np.ndarray:
+        width = max(1, round(image.shape[1] * height / image.shape[0]))
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+    contact_sheet([[small(source[k]) for k in shown], [small(made[k]) for k in picks]], output)
