@@ -75,11 +75,19 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.
     return torch.empty(shape, dtype=dtype)
 
 
-def mask_lower_half(images: torch.Tensor) -> torch.Tensor:
-    """The masked target the generator sees: rows S//2.. of N x C x S x S images set to 0."""
-    masked = images.clone()
-    masked[..., images.shape[-2] // 2:, :] = 0
-    return masked
+def mask_lower_half(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The masked target the generator sees: rows S//2.. of ... x S x S images set to 0.
+
+    The one masking rule of the package. Written into `out` when given (no extra copy), else
+    into a copy of `images`.
+    """
+    half = images.shape[-2] // 2
+    if out is None:
+        out = images.clone()
+    else:
+        out[..., :half, :] = images[..., :half, :]
+    out[..., half:, :] = 0
+    return out
 
 
 def model_inputs(batch: dict, device: torch.device | str) -> dict[str, torch.Tensor]:
@@ -272,8 +280,7 @@ class LipSyncDataset(Dataset):
         target, reference = images[:n], images[n:]
         generator_input = _empty((n, 6, size, size))
         generator_input[:, :3] = reference
-        generator_input[:, 3:, :size // 2] = target[:, :, :size // 2]
-        generator_input[:, 3:, size // 2:] = 0.0  # the masked target: lower half hidden
+        mask_lower_half(target, out=generator_input[:, 3:])
         stacked = {"generator_input": generator_input, "mel": mel, "target": target,
                    "reference": reference}
         items = [{key: value[k] for key, value in stacked.items()} for k in range(n)]
