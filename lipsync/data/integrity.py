@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import h5py
 import numpy as np
 
-from lipsync.errors import InputError
+from lipsync.errors import InputError, LipsyncError
 from lipsync.logs import get_logger
 
 log = get_logger(__name__)
@@ -94,14 +94,15 @@ def _row_bytes(dataset: h5py.Dataset) -> int:
 
 
 def _size_estimate(dataset: h5py.Dataset) -> int:
-    if _is_vlen(dataset):  # PNG rows are smaller than raw crops; 1 KiB per row otherwise
-        return dataset.shape[0] * 1024 if dataset.shape else 0
+    if _is_vlen(dataset):  # unknown until written: 32 KiB per row, more than a 96 px PNG crop
+        return dataset.shape[0] * (32 << 10) if dataset.shape else 0
     return dataset.size * dataset.dtype.itemsize
 
 
-def new_checksums(dataset: h5py.Dataset) -> BlockChecksums:
-    """An empty BlockChecksums with the block size this dataset gets."""
-    return BlockChecksums(block_bytes_for(_size_estimate(dataset)))
+def new_checksums(dataset: h5py.Dataset, nbytes: int | None = None) -> BlockChecksums:
+    """An empty BlockChecksums with the block size this dataset gets; `nbytes` bounds what a
+    variable-length dataset will hold (so its checksums fit an attribute)."""
+    return BlockChecksums(block_bytes_for(_size_estimate(dataset) if nbytes is None else nbytes))
 
 
 def _contiguous_offset(dataset: h5py.Dataset) -> int | None:
@@ -166,9 +167,14 @@ def record(dataset: h5py.Dataset, checksums: BlockChecksums | None = None) -> No
     if checksums is None:
         checksums = new_checksums(dataset)
         _stream(dataset, checksums)
+    digest = checksums.digest()
+    if len(digest) > 2 * MAX_BLOCKS:  # HDF5 would refuse the attribute with a vaguer message
+        raise LipsyncError(f"{dataset.file.filename}: /{dataset.name.lstrip('/')} holds "
+                           f"{checksums.total_bytes} bytes, more than new_checksums(nbytes=) "
+                           "allowed for: its checksums do not fit an attribute")
     dataset.attrs["checksum"] = ALGORITHM
     dataset.attrs["checksum_block_bytes"] = np.int64(checksums.block_bytes)
-    dataset.attrs["checksums"] = checksums.digest()
+    dataset.attrs["checksums"] = digest
 
 
 def record_all(handle: h5py.File, streamed: dict[str, BlockChecksums] | None = None) -> None:
