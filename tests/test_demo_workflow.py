@@ -126,6 +126,12 @@ def test_face_padding_plans_faces_and_downstream_but_no_download(demo):
     assert jobs["splits"] == 1 and jobs["fid_reference"] == 1
 
 
+def test_a_new_s3fd_download_address_plans_no_faces_job(demo):
+    # Only the download rule reads the address; the demo's OpenCV faces need no weights at all.
+    extra = _extra_config(demo, "s3fd_url", {"faces": {"s3fd_url": "https://example.org/s3fd.pth"}})
+    assert plan(demo, configfiles=(DEMO, extra)) == {}
+
+
 def _plan_after_editing(project: Path, module: str) -> dict[str, int]:
     path = project / "lipsync" / module
     original = path.read_text()
@@ -185,7 +191,80 @@ def test_one_more_clip_plans_only_its_speakers_preprocessing_and_the_aggregates(
     assert jobs["splits"] == 1 and jobs["pack"] == 3
 
 
+def test_a_clip_replaced_in_place_plans_only_its_shard_and_the_aggregates(local_corpus):
+    project, extra = local_corpus
+    clips = sorted((project.parent / "corpus" / "s2").glob("*.mpg"))
+    replaced = clips[5]  # shard 1 of s2 (shards of 4 clips)
+    original = project.parent / "original.mpg"
+    shutil.copy2(replaced, original)
+    shutil.copyfile(clips[0], replaced)  # same name, other content
+    try:
+        targets = [f"results/datasets/{split}.h5" for split in ("small", "full", "test")]
+        jobs = plan(project, *targets, configfiles=(DEMO, extra))
+    finally:
+        shutil.copy2(original, replaced)  # content and mtime back as they were
+    # The manifest lists the same paths, so it stays; that shard's faces and mels rerun.
+    assert "scan_local" not in jobs
+    assert jobs["faces"] == jobs["mels"] == 1
+    assert jobs["splits"] == 1 and jobs["pack"] == 3
+
+
 # --- faults ---------------------------------------------------------------------------------------
+
+
+def test_a_corpus_root_with_a_space_and_an_accent_runs_scan_faces_and_mels(tmp_path, grid_samples):
+    project = _copy_project(tmp_path / "project")
+    corpus = tmp_path / "my corpus é"
+    (corpus / "s1").mkdir(parents=True)
+    clips = sorted(grid_samples.glob("*.mpg"))[:2]
+    for clip in clips:
+        shutil.copy2(clip, corpus / "s1" / clip.name)
+    extra = _extra_config(project, "spaces", {
+        "data": {"source": "local", "speakers": ["s1"], "shard_size": 0,
+                 "local": {"root": str(corpus)}}})
+    run_snakemake(project, "results/faces/s1/0.h5", "results/mels/s1/0.h5",
+                  configfiles=(DEMO, extra), timeout=600)
+    manifest = (project / "results" / "corpus" / "s1.tsv").read_text(encoding="utf-8")
+    assert str(corpus / "s1" / clips[0].name) in manifest
+    coverage = (project / "results" / "faces" / "s1" / "0.coverage.tsv").read_text()
+    assert sorted(line.split("\t")[1] for line in coverage.splitlines()[1:]) == [
+        clip.stem for clip in clips]
+    with h5py.File(project / "results" / "mels" / "s1" / "0.h5") as mels:
+        assert sorted(mels["clips"]) == [clip.stem for clip in clips]
+
+
+def test_a_killed_snakemake_is_followed_by_a_plain_rerun_that_recovers(tmp_path):
+    """kill -9 of snakemake (and its job) mid-job leaves Snakemake's locks and an incomplete
+    output behind; the README's command, run again, clears both by itself (the local profile's
+    rerun-incomplete, and the workflow's stale-lock check)."""
+    project = _copy_project(tmp_path / "project")
+    target = "results/faces/s1/0.h5"
+    run_snakemake(project, "results/corpus/s1.tsv", timeout=300)
+    command = [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile", DEMO]
+    process = subprocess.Popen(command, cwd=project, env=_environment(project),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (project / "results" / "logs" / "faces" / "s1" / "0.log").exists():
+            assert process.poll() is None, "snakemake ended before the faces job started"
+            assert time.monotonic() < deadline, "the faces job did not start within 120 s"
+            time.sleep(0.2)
+        time.sleep(1)
+        assert process.poll() is None, "the faces job ended before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    state = project / ".snakemake"
+    assert list((state / "locks").iterdir()), "the killed snakemake left no locks to recover from"
+    assert list((state / "incomplete").iterdir())
+    assert not (project / target).exists()
+
+    result = run_snakemake(project, target, timeout=600)
+    assert "Using workflow specific profile workflow/profiles/default" in result.stderr
+    assert "Removing the locks of a snakemake that was killed" in result.stderr
+    assert (project / target).exists()
+    assert plan(project, target) == {}
 
 
 def test_killed_training_job_leaves_no_output_and_resumes_from_its_checkpoint(demo):
@@ -219,7 +298,7 @@ def test_killed_training_job_leaves_no_output_and_resumes_from_its_checkpoint(de
     saved = sorted((run_dir / "checkpoints").glob("*.pt"))
     assert saved
 
-    run_snakemake(demo, "--unlock", configfiles=(DEMO, extra), timeout=120)
+    # No --unlock first: the rerun clears what the killed snakemake left (see the test above).
     # The rerun finishes a shorter budget from the checkpoint rather than starting over.
     short = _extra_config(demo, "long", {
         "training": {"runs": {"lipgan-long": {"model": "lipgan", "train_set": "small",
