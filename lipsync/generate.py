@@ -12,19 +12,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from lipsync.device import pick_device
-from lipsync.errors import InputError, LipsyncError
+from lipsync.errors import InputError
 from lipsync.io import atomic_path
 from lipsync.logs import get_logger
+from lipsync.options import Option, defaults, resolve
 from lipsync.progress import progress
 from lipsync.provenance import describe
 
 log = get_logger("lipsync.generate")
 
-DEFAULTS = {
-    "batch_size": 64,        # inference only: memory, not results, depends on it
-    "device": "auto",        # cuda when present
-    "sheet_samples": 8,      # rows of the PNG sheet (reference, real, generated), evenly spaced
+OPTIONS = {
+    "batch_size": Option(64, int, "Inference only: memory, not results, depends on it.",
+                         minimum=1),
+    "device": Option("auto", str, "\"auto\" (CUDA when present), \"cpu\" or \"cuda[:N]\"."),
+    "sheet_samples": Option(8, int, "Rows of the PNG sheet (reference, real, generated), evenly "
+                            "spaced.", minimum=1),
 }
+DEFAULTS = defaults(OPTIONS)
 
 
 # Systems without a generator: the reference frame copied (the lower bound a model should beat)
@@ -40,11 +44,7 @@ def generate(generator: str | os.PathLike, test_set: str | os.PathLike,
     unchanged; "real": the ground-truth face), plus an optional PNG sample sheet. Returns the attributes written."""
     from lipsync.data.dataset import LipSyncDataset
 
-    options = {**DEFAULTS, **(options or {})}
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise LipsyncError(f"unknown generate option(s) {', '.join(unknown)}; "
-                           f"known: {', '.join(sorted(DEFAULTS))}")
+    options = resolve(OPTIONS, options, "generate")
     dataset = LipSyncDataset(test_set, fixed_reference=True)
     n, size = len(dataset), dataset.image_size
     device = pick_device(options["device"])

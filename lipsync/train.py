@@ -164,7 +164,7 @@ def training_loop(*, train_set, run_dir, model: str = "lipgan", model_options: d
 
     Options (lipsync.train_options.OPTIONS):
     """
-    o = resolve(OPTIONS, options, "training option")
+    o = resolve(OPTIONS, options, "training_loop")
     model_options = registry.resolve_options(model, model_options)
     run_dir = Path(run_dir)
     output = Path(output) if output is not None else run_dir / "generator.pt"
@@ -519,7 +519,7 @@ def train_run(train_set, run_dir, output, *, options: dict, validation_set=None,
     model = options.pop("model", "lipgan")
     model_options = options.pop("model_options", None)
     # Checked before anything touches the run folder.
-    options = resolve(OPTIONS, options, "training option") | {
+    options = resolve(OPTIONS, options, "training_loop") | {
         "num_workers": options.get("num_workers", max(0, threads))}
     model_options = registry.resolve_options(model, model_options)
     if not Path(train_set).is_file():

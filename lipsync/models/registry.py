@@ -54,7 +54,7 @@ def input_shape(name: str) -> dict[str, int]:
 
 def resolve_options(name: str, options: dict | None = None, where: str | None = None) -> dict:
     """Defaults overlaid with `options`; an unknown key or a bad value is an error naming it."""
-    return option_tables.resolve(option_table(name), options, where or f"model {name}")
+    return option_tables.resolve(option_table(name), options, where or f"{name} model_options")
 
 
 def build(name: str, options: dict | None = None) -> ModelPair:
