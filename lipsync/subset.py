@@ -22,7 +22,7 @@ from lipsync.logs import get_logger
 log = get_logger(__name__)
 
 DEFAULTS = {
-    # 20 + 4 real clips: 1,360 training and 272 test samples, about 24 MB in the compact layout
+    # 20 + 4 real clips: 1,360 training and 272 test samples, 28.7 MB in the compact layout
     # (measured on ../shared/grid-s1), under MAX_BYTES with room to spare.
     "train_clips": 20,
     "test_clips": 4,
