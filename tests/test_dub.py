@@ -1,0 +1,187 @@
+"""`lipsync dub` on real GRID clips: durations, frame rates, the audio track, which pixels change,
+photos, other frame rates, and inputs it cannot use (no face, unreadable audio)."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lipsync import cli, dub
+from lipsync.data import decode, detectors
+from lipsync.data import faces as face_tracks
+from lipsync.errors import InputError
+from lipsync.media import write_video
+
+# Detecting on every 5th frame (boxes interpolated between) keeps these tests quick on 2 cores.
+FAST = {"faces": {"detect_every": 5}}
+LOSSLESS = {**FAST, "dub": {"encode": {"lossless": True}}}
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory):
+    """A tiny LipGAN generator with random weights, in the file format training writes."""
+    from lipsync.models import registry
+    from lipsync.train import export_generator
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    options = registry.resolve_options("lipgan", {"width": 0.125})
+    path = tmp_path_factory.mktemp("generator") / "generator.pt"
+    export_generator(path, registry.build("lipgan", options).generator, "lipgan", options, {}, 0, 0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(grid_samples):
+    frames, fps = decode.read_video(grid_samples / "bbaf2n.mpg")
+    return frames, fps
+
+
+def read_back(path):
+    """(frame count, fps, has an audio stream, frames) as PyAV reads the file."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate)
+        has_audio = bool(container.streams.audio)
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    return len(frames), fps, has_audio, frames
+
+
+def no_leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_dubbed_clip_lasts_as_long_as_the_other_clips_audio(generator, grid_samples, tmp_path):
+    output = tmp_path / "dubbed.mp4"
+    record = dub.dub(generator, grid_samples / "bbaf2n.mpg", grid_samples / "brbk7n.mpg", output,
+                     options=FAST)
+    count, fps, has_audio, _ = read_back(output)
+    audio_seconds = len(decode.read_audio(grid_samples / "brbk7n.mpg", 16000)) / 16000
+    assert fps == 25 and has_audio
+    assert abs(count / fps - audio_seconds) <= 1 / fps
+    assert record["encode"]["codec"] == "libx264" and record["encode"]["pixel_format"] == "yuv420p"
+    sidecar = json.loads(output.with_suffix(".json").read_text())
+    assert sidecar["coverage"]["output_frames_passed_through"] == 0
+    assert set(sidecar["timings"]["seconds"]) >= {"decode", "detect", "generate", "blend",
+                                                  "encode"}
+    assert sidecar["generator"] == str(generator) and sidecar["model"] == "lipgan"
+
+
+def test_only_the_lower_half_of_the_face_box_changes(generator, grid_samples, clip, tmp_path):
+    frames, _ = clip
+    output = tmp_path / "dubbed.mp4"
+    dub.dub(generator, grid_samples / "bbaf2n.mpg", grid_samples / "swwp2s.mpg", output,
+            options=LOSSLESS)
+    count, _, _, made = read_back(output)
+    faces = dub.resolve_options(LOSSLESS)["faces"]
+    boxes = face_tracks.face_track(frames, detectors.build(faces), faces).boxes
+    changed_inside, outside_equal, upper_equal = [], [], []
+    for k in range(count):
+        x0, y0, x1, y1 = (int(round(v)) for v in boxes[k])
+        inside = np.zeros(frames.shape[1:3], bool)
+        inside[y0:y1, x0:x1] = True
+        difference = np.abs(made[k].astype(int) - frames[k].astype(int)).max(axis=2)
+        outside_equal.append(difference[~inside].max() == 0)
+        middle = y0 + int(0.4 * (y1 - y0))  # above the blend mask's ramp (0.5 - 0.15 / 2)
+        upper_equal.append(difference[y0:middle, x0:x1].max() == 0)
+        changed_inside.append(difference[(y0 + y1) // 2 + 5:y1 - 5, x0 + 10:x1 - 10].mean())
+    assert all(outside_equal) and all(upper_equal)
+    assert min(changed_inside) > 5  # random weights: the mouth region is replaced
+
+
+def test_a_photo_is_looped_for_the_whole_audio(generator, grid_samples, clip, tmp_path):
+    frames, _ = clip
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(frames[10], cv2.COLOR_RGB2BGR))
+    output = tmp_path / "photo.mp4"
+    record = dub.dub(generator, photo, grid_samples / "brbk7n.mpg", output, options=FAST)
+    count, fps, has_audio, _ = read_back(output)
+    assert record["still"] and fps == 25 and has_audio
+    assert count == round(record["audio_seconds"] * 25) == record["frames"]
+
+
+@pytest.mark.parametrize("fps", [30, 15])
+def test_other_frame_rates_keep_their_rate_and_the_audios_length(generator, grid_samples, clip,
+                                                                 tmp_path, fps):
+    frames, source_fps = clip
+    # The clip resampled in time: each new frame shows the source frame at its moment.
+    times = np.arange(int(len(frames) / source_fps * fps)) / fps
+    video = tmp_path / f"face{fps}.mp4"
+    write_video(video, frames[np.minimum((times * source_fps).astype(int), len(frames) - 1)], fps,
+                None, 44100)
+    output = tmp_path / f"dubbed{fps}.mp4"
+    record = dub.dub(generator, video, grid_samples / "swwp2s.mpg", output, options=FAST)
+    count, read_fps, has_audio, _ = read_back(output)
+    assert read_fps == fps and has_audio
+    assert abs(count / fps - record["audio_seconds"]) <= 1 / fps
+
+
+def test_a_video_shorter_than_the_audio_plays_back_and_forth():
+    assert dub.pingpong(9, 4).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2]
+    assert dub.pingpong(3, 10).tolist() == [0, 1, 2]  # longer: cut
+    assert dub.pingpong(3, 1).tolist() == [0, 0, 0]  # a photo
+
+
+def test_frames_without_a_face_pass_through_unchanged_and_are_counted(generator, grid_samples,
+                                                                      clip, tmp_path):
+    frames, _ = clip
+    mixed = frames[:50].copy()
+    mixed[30:] = 128  # no face in the last 20 frames
+    video = tmp_path / "mixed.mp4"
+    write_video(video, mixed, 25, None, 44100, options={"lossless": True})
+    output = tmp_path / "dubbed.mp4"
+    # Detection on every frame here, so exactly the blank frames have no face.
+    record = dub.dub(generator, video, grid_samples / "brbk7n.mpg", output,
+                     options={"dub": LOSSLESS["dub"]})
+    _, _, _, made = read_back(output)
+    source = dub.pingpong(record["frames"], len(mixed))
+    blank = source >= 30
+    assert record["coverage"]["output_frames_passed_through"] == int(blank.sum()) > 0
+    assert all(np.array_equal(made[k], mixed[source[k]]) for k in np.flatnonzero(blank))
+
+
+def test_a_video_without_any_face_is_an_error_and_writes_nothing(generator, grid_samples,
+                                                                 tmp_path):
+    video = tmp_path / "empty.mp4"
+    write_video(video, np.full((10, 96, 128, 3), 90, np.uint8), 25, None, 44100)
+    output = tmp_path / "out" / "dubbed.mp4"
+    output.parent.mkdir()
+    with pytest.raises(InputError, match="no face found"):
+        dub.dub(generator, video, grid_samples / "brbk7n.mpg", output)
+    assert list(output.parent.iterdir()) == []
+
+
+def test_unreadable_audio_is_an_error_naming_the_file_and_writes_nothing(generator, grid_samples,
+                                                                         tmp_path):
+    audio = tmp_path / "speech.wav"
+    audio.write_text("not audio\n")
+    output = tmp_path / "out" / "dubbed.mp4"
+    output.parent.mkdir()
+    with pytest.raises(InputError, match="speech.wav"):
+        dub.dub(generator, grid_samples / "bbaf2n.mpg", audio, output)
+    assert list(output.parent.iterdir()) == []
+
+
+def test_command_line_dubs_with_the_identity_copy_and_writes_a_strip(grid_samples, tmp_path):
+    output = tmp_path / "identity.mp4"
+    code = cli.main(["dub", "--generator", "identity", "--face", str(grid_samples / "bbaf2n.mpg"),
+                     "--audio", str(grid_samples / "bbaf2n.mpg"), "--output", str(output),
+                     "--strip", str(tmp_path / "strip.png"),
+                     "--options", json.dumps({**FAST, "dub": {"batch_size": 8}})])
+    assert code == 0
+    assert json.loads((tmp_path / "identity.json").read_text())["model"] == "identity"
+    strip = cv2.imread(str(tmp_path / "strip.png"))
+    assert strip is not None and strip.shape[0] > 2 * 144
+
+
+def test_unknown_dub_option_is_refused_with_its_name(grid_samples, tmp_path):
+    code = cli.main(["dub", "--generator", "identity", "--face", str(grid_samples / "bbaf2n.mpg"),
+                     "--audio", str(grid_samples / "bbaf2n.mpg"),
+                     "--output", str(tmp_path / "x.mp4"),
+                     "--options", json.dumps({"dub": {"feathr": 0.2}})])
+    assert code == 1 and not (tmp_path / "x.mp4").exists()
