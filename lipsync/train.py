@@ -384,6 +384,7 @@ def _epochs(run: _Run, nets: _Networks, dataset, validation, writer, bar, stop: 
     nets.discriminator.train()
     while run.samples < o["total_samples"]:
         epoch, start = divmod(run.step, run.steps_per_epoch)
+        step_before = run.step
         for batch in _epoch_loader(run, dataset, epoch, start):
             losses = nets.scheme.train_step(
                 model_inputs(batch, run.device), run.step, seed=o["seed"],
@@ -411,6 +412,10 @@ def _epochs(run: _Run, nets: _Networks, dataset, validation, writer, bar, stop: 
                     f"to {run.last_good}; rerun to resume")
             if done:
                 break
+        if run.step == step_before:
+            # An epoch without a batch would loop for ever, deaf to SIGTERM (checked per batch).
+            raise TrainingError(f"{run.run_dir}: epoch {epoch} gave no batch of "
+                                f"{batch_size} from {len(dataset)} samples")
     return last_validation
 
 
