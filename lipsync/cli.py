@@ -342,6 +342,60 @@ def _score_videos(args):
                         run=args.run, threads=args.threads)
 
 
+# --- analysis: metric sensitivity and agreement ----------------------------------------------
+
+
+def _defect_arguments(parser):
+    parser.add_argument("--test-set", required=True)
+    parser.add_argument("--kind", required=True, help="desync, frozen, blur, jpeg, noise, colour")
+    parser.add_argument("--strength", type=float, required=True)
+    parser.add_argument("--output", required=True, help="generated/defect-{kind}-{strength}.h5")
+
+
+@command("defect", "the real test faces with one controlled defect (a scored system)")(
+    _defect_arguments)
+def _defect(args):
+    from lipsync.analysis import defects
+
+    defects.make_defect_set(args.test_set, args.kind, args.strength, args.output)
+
+
+def _sensitivity_arguments(parser):
+    parser.add_argument("--summaries", nargs="+", required=True,
+                        help="metrics/{system}/summary.json of the real faces and defect sets")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--figure", required=True)
+
+
+@command("sensitivity", "which metric notices which defect: table and figure")(
+    _sensitivity_arguments)
+def _sensitivity(args):
+    from lipsync.analysis import sensitivity
+
+    sensitivity.write_sensitivity(args.summaries, args.output_dir, args.figure)
+
+
+def _agreement_arguments(parser):
+    parser.add_argument("--summaries", nargs="+", required=True,
+                        help="metrics/{system}/summary.json (scores.tsv and clips.tsv beside)")
+    parser.add_argument("--generated", nargs="+", required=True, help="generated/{system}.h5")
+    parser.add_argument("--test-set", required=True)
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--heat-map", required=True)
+    parser.add_argument("--strip", required=True)
+    _add_options(parser)
+
+
+@command("agreement", "rank agreement between metrics, within runs and across systems")(
+    _agreement_arguments)
+def _agreement(args):
+    from lipsync.analysis import agreement
+
+    agreement.write_agreement(args.summaries, args.output_dir, heat_map_png=args.heat_map,
+                              strip_png=args.strip, test_set=args.test_set,
+                              generated_paths=args.generated, options=args.options)
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 

@@ -147,6 +147,19 @@ class TestSet:
             raise InputError(self.path, "samples/reference is -1 (not a test split)")
         return read_faces(self.faces, crops, self.path)
 
+    def read_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Faces of crop indices (any order), uint8 B x H x W x 3."""
+        return read_faces(self.faces, np.asarray(crops, dtype=np.int64), self.path)
+
+    def crop_clip_index(self) -> np.ndarray:
+        """The clip (row of /clips) of every crop."""
+        return _require(self._file, self.path, "crops/clip_index")[()].astype(np.int64)
+
+    def clip_crop_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first crop, crop count) of every clip; a clip's crops are contiguous, in time order."""
+        return (_require(self._file, self.path, "clips/crop_start")[()].astype(np.int64),
+                _require(self._file, self.path, "clips/crop_count")[()].astype(np.int64))
+
     def sample_table(self) -> pd.DataFrame:
         """One row per sample: sample index, speaker, clip, video frame of the target crop."""
         clip_index = _require(self._file, self.path, "crops/clip_index")[()].astype(np.int64)

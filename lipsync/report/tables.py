@@ -76,7 +76,7 @@ def metric_columns(summaries: list[dict]) -> list[tuple[str, str, dict]]:
     return [(metric, column, entry) for (metric, column), entry in seen.items()]
 
 
-def _entry(summary: dict, metric: str, column: str) -> dict:
+def column_entry(summary: dict, metric: str, column: str) -> dict:
     found = summary["metrics"].get(metric)
     if found is None:
         return {"value": None, "reason": "not scored for this system"}
@@ -121,7 +121,7 @@ def metrics_table(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = {"run": s["run"], "model": s.get("model", ""), "n": s.get("n_samples")}
         display = dict(row)
         for metric, column, _ in columns:
-            entry = _entry(s, metric, column)
+            entry = column_entry(s, metric, column)
             row[column] = entry.get("value")
             row[f"{column}_ci_low"] = entry.get("ci_low")
             row[f"{column}_ci_high"] = entry.get("ci_high")
@@ -144,7 +144,7 @@ def paper_table(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = {"source": OURS, "run": s["run"], "model": s.get("model", "")}
         display = dict(row)
         for column in PAPER_COLUMNS:
-            entry = _entry(s, column, column)
+            entry = column_entry(s, column, column)
             row[column] = entry.get("value")
             display[column] = shown(entry)
         row["notes"] = display["notes"] = _notes(s)
@@ -168,7 +168,7 @@ def dataset_impact_table(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFr
         row = {"training_set": training_set, "run": run}
         display = dict(row)
         for metric, column, _ in columns:
-            entry = _entry(s, metric, column) if s else {"value": None}
+            entry = column_entry(s, metric, column) if s else {"value": None}
             row[column] = entry.get("value")
             display[column] = shown(entry) if s else NA
         row["status"] = display["status"] = (_notes(s) or "ok") if s else \
