@@ -1,13 +1,92 @@
-"""Test helpers: faces/mels shard files and coverage TSVs in the format of docs/ARCHITECTURE.md."""
+"""Test helpers: GRID-like clips made in the test, faces/mels shard files and coverage TSVs in the
+format of docs/ARCHITECTURE.md, test and generated sets for the metrics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
+import cv2
 import h5py
 import numpy as np
 import pandas as pd
+from skimage import data
+
+# --- GRID-like media files (mpeg1video + MP2 as GRID, wav) -----------------------------------
+
+FRAME_HEIGHT, FRAME_WIDTH = 288, 360
+
+
+def face_frames(n_frames: int, *, face: bool = True, shift: int = 2) -> np.ndarray:
+    """GRID-sized RGB frames on grey with the astronaut's face (200 px) drifting right."""
+    frames = np.full((n_frames, FRAME_HEIGHT, FRAME_WIDTH, 3), 120, np.uint8)
+    if face:
+        patch = cv2.resize(data.astronaut()[0:260, 90:350], (200, 200),
+                           interpolation=cv2.INTER_AREA)
+        for i in range(n_frames):
+            x = 60 + shift * i
+            frames[i, 40:240, x:x + 200] = patch
+    return frames
+
+
+def sine(seconds: float, sample_rate: int, frequency: float = 440.0,
+         amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def write_mpg(path: Path, frames: np.ndarray, *, fps: int = 25, audio: np.ndarray | None = None,
+              sample_rate: int = 44100) -> Path:
+    """An MPEG-1 program stream like GRID's: mpeg1video, optionally a stereo MP2 track of `audio`."""
+    with av.open(str(path), "w", format="mpeg") as container:
+        video = container.add_stream("mpeg1video", rate=fps)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        track = None
+        if audio is not None:
+            track = container.add_stream("mp2", rate=sample_rate)
+            track.layout = "stereo"
+            samples = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+            per_frame = int(np.ceil(len(samples) / len(frames)))
+        for i, frame in enumerate(frames):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            # Interleave audio with the pictures, as a real program stream does, so that a file
+            # cut short loses the end of both.
+            if track is not None and len(part := samples[i * per_frame:(i + 1) * per_frame]):
+                chunk = av.AudioFrame.from_ndarray(np.repeat(part, 2)[None, :], format="s16",
+                                                   layout="stereo")  # packed: L R L R ...
+                chunk.sample_rate = sample_rate
+                chunk.pts = i * per_frame
+                container.mux(track.encode(chunk))
+        container.mux(video.encode(None))
+        if track is not None:
+            container.mux(track.encode(None))
+    return path
+
+
+def truncate_at_video_frame(source: Path, target: Path, frame: int) -> Path:
+    """Copy `source` cut where its `frame`-th video packet starts, as an interrupted download."""
+    with av.open(str(source)) as container:
+        positions = [packet.pos for packet in container.demux(video=0)
+                     if packet.pos is not None and packet.size]
+    cut = positions[min(frame, len(positions) - 1)]
+    target.write_bytes(source.read_bytes()[:cut])
+    return target
+
+
+def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
+    with av.open(str(path), "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=sample_rate)
+        stream.layout = "mono"
+        samples = (np.clip(audio, -1, 1) * 32767).astype(np.int16)[None, :]
+        chunk = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        chunk.sample_rate = sample_rate
+        container.mux(stream.encode(chunk))
+        container.mux(stream.encode(None))
+    return path
+
+
+# --- preprocessing shards ----------------------------------------------------------------------
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from test_decode import face_frames, sine, write_mpg, write_wav
+from helpers import face_frames, sine, write_mpg, write_wav
 
 from lipsync.data import audio, decode
 from lipsync.data.manifest import ClipEntry, write_manifest

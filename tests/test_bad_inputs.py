@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import pandas as pd
 import pytest
-from test_decode import face_frames, sine, truncate_at_video_frame, write_mpg
+from helpers import face_frames, sine, truncate_at_video_frame, write_mpg
 
 from lipsync.data import audio, faces
 from lipsync.data.manifest import ClipEntry, write_manifest

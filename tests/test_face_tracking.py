@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_decode import face_frames, write_mpg
+from helpers import face_frames, write_mpg
 
 from lipsync.data import decode, detectors, faces
 from lipsync.data.manifest import ClipEntry, write_manifest
