@@ -296,6 +296,20 @@ def evaluated_runs():
     return BASELINES + list(runs())
 
 
+def defect_systems():
+    """Defect sets of the sensitivity study (lipsync.analysis.defects), as scored system names."""
+    return [
+        f"defect-{kind}-{float(strength):g}"
+        for kind, strengths in config["analysis"]["defects"].items()
+        for strength in strengths
+    ]
+
+
+def analysed_systems():
+    """Every system the agreement study ranks: baselines, runs and defect sets."""
+    return evaluated_runs() + defect_systems()
+
+
 def _metric_registry():
     from lipsync.metrics import registry
 
@@ -328,6 +342,7 @@ def s3fd_weights():
 def all_targets():
     return (
         expand("results/tables/{table}.md", table=TABLES)
+        + ["results/tables/sensitivity.md", "results/tables/agreement.md"]
         + ["results/figures/qualitative.png", "results/figures/distributions.png"]
         + expand("results/figures/contact_sheet_{split}.png", split=["test"])
         + expand("results/generated/{run}.png", run=evaluated_runs())
