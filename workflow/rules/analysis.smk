@@ -1,5 +1,4 @@
-"""Analysis: controlled defects of the real test faces (scored like any system) show which metric
-notices which defect; rank agreement between the metrics within runs and across systems."""
+"""Analysis: defects of the real test faces, scored like any system, and metric agreement."""
 
 
 ruleorder: defect > generate

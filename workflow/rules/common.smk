@@ -286,9 +286,10 @@ def run_options(run):
     return json.dumps(_run_options(config, run), sort_keys=True)
 
 
-from lipsync.report.tables import TABLES  # noqa: E402  (the tables the tables rule writes)
+from lipsync.report.tables import TABLES
 
-BASELINES = ["real", "identity"]  # systems without a generator (lipsync.generate.BASELINES)
+# Systems without a generator (lipsync.generate.BASELINES).
+BASELINES = ["real", "identity"]
 
 
 def evaluated_runs():
