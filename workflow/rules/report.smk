@@ -1,5 +1,6 @@
 """Report: the paper's tables and figures, all collected by `snakemake --report`."""
 
+
 localrules:
     tables,
 
