@@ -328,7 +328,8 @@ def _score_videos_arguments(parser):
     parser.add_argument("--generated", required=True, help="folder of generated videos")
     parser.add_argument("--reference", required=True, help="folder of reference videos")
     parser.add_argument("--output", required=True, help="folder for the HDF5 sets and scores")
-    parser.add_argument("--run", default=None, help="row name (default: the generated folder's)")
+    # Not --run: args.run is the subcommand's function (see build_parser).
+    parser.add_argument("--name", default=None, help="row name (default: the generated folder's)")
     parser.add_argument("--threads", type=int, default=1)
     _add_options(parser)
 
@@ -339,7 +340,7 @@ def _score_videos(args):
     from lipsync import videos
 
     videos.score_videos(args.generated, args.reference, args.output, options=args.options,
-                        run=args.run, threads=args.threads)
+                        run=args.name, threads=args.threads)
 
 
 # --- analysis: metric sensitivity and agreement ----------------------------------------------
