@@ -330,7 +330,7 @@ def metric_inputs():
 
 def reference_arguments(wildcards, input):
     return " ".join(
-        f"--reference {shlex.quote(name + '=' + path)}"
+        f"--reference {shlex.quote(f'{name}={path}')}"
         for name, path in zip(reference_metrics(), input.references)
     )
 
