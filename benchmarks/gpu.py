@@ -30,6 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lipsync.errors import InputError, LipsyncError  # noqa: E402
 from lipsync.io import atomic_path, write_json  # noqa: E402
 from lipsync.progress import progress  # noqa: E402
 
@@ -81,11 +82,10 @@ class Row:
 
 
 def make_precision(device: torch.device, mode: bool | str):
-    """The project's Precision helper (autocast, GradScaler, gradient averaging)."""
-    try:
-        from lipsync.precision import Precision
-    except ImportError:  # before Precision moved out of the loss module
-        from lipsync.models.losses import Precision
+    """The project's Precision helper (autocast, GradScaler, gradient averaging); imported here
+    alone, so a move of the helper costs one line."""
+    from lipsync.precision import Precision
+
     return Precision(device, mode)
 
 
@@ -128,6 +128,10 @@ def prepare_data(folder: Path, work: Path, batch_size: int) -> tuple[Path, Path,
     from lipsync.subset import subset_files, synthetic_subset
 
     files = subset_files(folder)
+    present = [name for name in ("train.h5", "test.h5") if (folder / name).is_file()]
+    if files is None and present:
+        raise InputError(folder, f"has {present[0]} but not the other split: repack it with "
+                                 "`lipsync pack-subset`")
     if files is not None:
         summary = json.loads((folder / "subset.json").read_text()) \
             if (folder / "subset.json").is_file() else {}
@@ -204,7 +208,7 @@ def loss_note(series: dict[str, list[float]], monitored: str) -> str:
     values = np.asarray(series[monitored], dtype=np.float64)
     if len(values) < MIN_VALUES_FOR_DECREASE:
         return (f"losses finite; {monitored} {values[0]:.4g}->{values[-1]:.4g}, only "
-                f"{len(values)} values: decrease not asserted")
+                f"{len(values)} value{'s' * (len(values) != 1)}: decrease not asserted")
     k = max(1, len(values) // 10)
     first, last = values[:k].mean(), values[-k:].mean()
     if not last < first:
@@ -583,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"benchmarks/gpu.py on {describe_machine(device)}; data: {data}; steps "
               f"{s['steps']}, batch {s['batch_size']}, width {s['width']}")
     print(header, flush=True)
+    if not cuda and not args.smoke:
+        print("no CUDA device: full sizes on the CPU take hours; --smoke is the CPU run",
+              file=sys.stderr, flush=True)
     rows: list[Row] = []
     dev = device.type
 
@@ -645,4 +652,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except LipsyncError as error:  # bad input before any check ran: say which, no traceback
+        print(f"benchmarks/gpu.py: error: {error}", file=sys.stderr)
+        sys.exit(1)

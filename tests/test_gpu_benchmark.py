@@ -16,6 +16,7 @@ import torch
 
 from lipsync import cli
 from lipsync.data.dataset import LipSyncDataset
+from lipsync.errors import InputError
 from lipsync.subset import MAX_BYTES, subset_files, synthetic_subset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +95,14 @@ def test_losses_must_be_finite_and_fall_once_there_are_enough_of_them():
     assert "decrease not asserted" in gpu.loss_note({"g_l1": [0.5, 0.6]}, "g_l1")
 
 
+def test_a_subset_folder_with_one_split_only_is_an_error_naming_it(tmp_path):
+    gpu = _benchmark()
+    (tmp_path / "train.h5").touch()
+    with pytest.raises(InputError, match="test.h5|not the other split") as raised:
+        gpu.prepare_data(tmp_path, tmp_path / "work", batch_size=8)
+    assert str(tmp_path) in str(raised.value)
+
+
 def test_synthetic_subset_is_a_train_and_test_split_the_dataset_reads(tmp_path):
     summary = synthetic_subset(tmp_path, train_clips=2, test_clips=1)
     train, test = subset_files(tmp_path)
@@ -106,10 +115,10 @@ def test_synthetic_subset_is_a_train_and_test_split_the_dataset_reads(tmp_path):
 
 def test_pack_subset_packs_disjoint_compact_splits_of_real_clips(grid_s1, tmp_path):
     code = cli.main(["pack-subset", "--root", str(grid_s1), "--output", str(tmp_path),
-                     "--train-clips", "2", "--test-clips", "1"])
+                     "--train-clips", "1", "--test-clips", "1"])
     assert code == 0
     summary = json.loads((tmp_path / "subset.json").read_text())
-    assert len(summary["train"]["clips"]) == 2 and len(summary["test"]["clips"]) == 1
+    assert len(summary["train"]["clips"]) == 1 and len(summary["test"]["clips"]) == 1
     assert not set(summary["train"]["clips"]) & set(summary["test"]["clips"])
     for name in ("train.h5", "test.h5"):
         with h5py.File(tmp_path / name, "r") as handle:
