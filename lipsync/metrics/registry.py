@@ -18,6 +18,8 @@ MODULES = (
     "lipsync.metrics.fid",
     "lipsync.metrics.kid",
     "lipsync.metrics.ssim_psnr",
+    "lipsync.metrics.landmarks",
+    "lipsync.metrics.identity",
 )
 
 METRICS: dict[str, type[Metric]] = {}
