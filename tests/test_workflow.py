@@ -47,7 +47,8 @@ def test_paper_config_plans_whole_dag_offline(tmp_path):
     assert jobs["download_s3fd"] == jobs["download_inception"] == 1
     assert jobs["pack"] == 3
     assert jobs["train"] == 4
-    assert jobs["generate"] == jobs["score"] == 5  # four runs and the identity baseline
+    assert jobs["generate"] == 6  # four runs and the baselines: the real faces, the identity copy
+    assert jobs["score"] >= jobs["generate"]  # every system, and the metric-defect probes
     assert sum(jobs.values()) < 400
 
 
@@ -143,9 +144,8 @@ def test_paths_with_a_space_and_an_accent_reach_every_command_whole(tmp_path):
                        str(SNAKEFILE), "--configfile", str(config))
     assert result.returncode == 0, result.stderr + result.stdout
     commands = shell_commands(result.stdout)
-    by_command = {command[3]: command for command in commands if command[0] == "lipsync"}
-    assert str(corpus) in by_command["scan-local"]
-    assert weights in by_command["download-weights"]
+    assert any(command[3] == "scan-local" and str(corpus) in command for command in commands)
+    assert any(command[3] == "download-weights" and weights in command for command in commands)
     for command in commands:
         for argument in command:
             if "corpus é" in argument or "weights é" in argument:
