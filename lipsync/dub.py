@@ -13,6 +13,7 @@ rate maps to mel steps by time. The output has round(audio seconds x fps) frames
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,26 @@ def generate_faces(model, crops: np.ndarray, crop_of_frame: np.ndarray, mels: np
     return out
 
 
+def media_path(text: str | os.PathLike, *, audio: bool = False) -> Path:
+    """A media file named directly, or `MANIFEST.tsv:N`: clip N (0-based, in clip order) of a
+    corpus manifest, its video (for `audio`, its audio file, else the video's own track).
+
+    The workflow names demo inputs this way: the synthetic corpus's clip names are only known
+    once its manifest exists.
+    """
+    match = re.fullmatch(r"(.+\.tsv):(\d+)", str(text))
+    if match is None:
+        return Path(text)
+    from lipsync.data.manifest import read_manifest
+
+    entries = read_manifest(match.group(1))
+    index = int(match.group(2))
+    if index >= len(entries):
+        raise InputError(match.group(1), f"has {len(entries)} clips, no clip {index}")
+    entry = entries[index]
+    return Path(entry.audio if audio and entry.audio else entry.video)
+
+
 def _read_face(face: str | os.PathLike, still_fps: float) -> tuple[np.ndarray, float, bool]:
     frames, fps = decode.read_video(face)
     still = len(frames) == 1
@@ -213,6 +234,7 @@ def dub(generator: str | os.PathLike, face: str | os.PathLike, audio: str | os.P
     from lipsync.device import pick_device
 
     resolved = resolve_options(options)
+    face, audio = media_path(face), media_path(audio, audio=True)
     faces, audio_options, dub_options = resolved["faces"], resolved["audio"], resolved["dub"]
     output = Path(output)
     sidecar = Path(sidecar) if sidecar is not None else output.with_suffix(".json")
@@ -302,7 +324,7 @@ def write_strip(face: str | os.PathLike, dubbed: str | os.PathLike, output: str 
     from lipsync.data.sheets import contact_sheet
 
     made, _ = decode.read_video(dubbed)
-    source, _, _ = _read_face(face, still_fps)
+    source, _, _ = _read_face(media_path(face), still_fps)
     picks = np.unique(np.linspace(0, len(made) - 1, min(frames, len(made))).round().astype(int))
     # The source frame each output frame showed (the same ping-pong as `dub`).
     shown = pingpong(len(made), len(source))[picks]

@@ -318,6 +318,9 @@ def _metric_registry():
     return registry
 
 
+_metric_registry().check(config["evaluate"])
+
+
 def reference_metrics():
     """Metrics whose reference data (work on the real faces) the configured metrics need."""
     return _metric_registry().reference_metrics(config["evaluate"])
@@ -347,6 +350,15 @@ def all_targets():
         + ["results/figures/qualitative.png", "results/figures/distributions.png"]
         + expand("results/figures/contact_sheet_{split}.png", split=["test"])
         + expand("results/generated/{run}.png", run=evaluated_runs())
+        + expand("results/dubbed/{name}.png", name=[p["name"] for p in config["dub"]["pairs"]])
+    )
+
+
+def external_summaries():
+    """Summaries of the systems in evaluate.external (rule score_external), read by the tables
+    beside the runs'."""
+    return expand(
+        "results/metrics/external-{name}/summary.json", name=config["evaluate"]["external"]
     )
 
 

@@ -7,7 +7,8 @@ localrules:
 
 rule tables:
     input:
-        expand("results/metrics/{run}/summary.json", run=evaluated_runs()),
+        expand("results/metrics/{run}/summary.json", run=evaluated_runs())
+        + external_summaries(),
     output:
         expand("results/tables/{table}.{ext}", table=TABLES, ext=["csv", "tex"]),
         [

@@ -1,0 +1,125 @@
+"""Dubbing: each pair of dub.pairs (a face, an audio track, a trained run) as a lip-synced MP4,
+and other systems' videos (evaluate.external) scored like the runs."""
+
+import re
+
+
+def _media_input(text):
+    """The file a pair's face or audio names: SPEAKER:N is clip N of that speaker's corpus
+    manifest (clip names of the synthetic corpus exist only once its manifest does)."""
+    match = re.fullmatch(r"(s[0-9]+):([0-9]+)", text)
+    return f"results/corpus/{match.group(1)}.tsv" if match else text
+
+
+def _media_argument(text):
+    """What `lipsync dub` takes for it: the file, or MANIFEST.tsv:N."""
+    match = re.fullmatch(r"(s[0-9]+):([0-9]+)", text)
+    return f"{_media_input(text)}:{match.group(2)}" if match else text
+
+
+DUB_PAIRS = {pair["name"]: pair for pair in config["dub"]["pairs"]}
+
+
+def dub_options():
+    """JSON of the faces, audio and dub options a dub job reads (not the list of pairs)."""
+    faces = {k: v for k, v in config["faces"].items() if k not in S3FD_DOWNLOAD_KEYS}
+    dub = {k: v for k, v in config["dub"].items() if k != "pairs"}
+    return json.dumps({"faces": faces, "audio": config["audio"], "dub": dub}, sort_keys=True)
+
+
+def _generator(run):
+    return [] if run == "identity" else [f"results/train/{run}/generator.pt"]
+
+
+rule dub:
+    input:
+        face=lambda w: _media_input(DUB_PAIRS[w.name]["face"]),
+        audio=lambda w: _media_input(DUB_PAIRS[w.name]["audio"]),
+        generator=lambda w: _generator(DUB_PAIRS[w.name]["run"]),
+        weights=s3fd_weights(),
+    output:
+        video="results/dubbed/{name}.mp4",
+        record="results/dubbed/{name}.json",
+        strip=report(
+            "results/dubbed/{name}.png",
+            caption="../report/dubbed.rst",
+            category="Dubbed videos",
+            labels={"pair": "{name}"},
+        ),
+    log:
+        "results/logs/dub/{name}.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    threads: 1
+    resources:
+        gpu=lambda w: 0 if DUB_PAIRS[w.name]["run"] == "identity" else 1,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        generator=lambda w, input: input.generator or "identity",
+        face=lambda w: _media_argument(DUB_PAIRS[w.name]["face"]),
+        audio=lambda w: _media_argument(DUB_PAIRS[w.name]["audio"]),
+        options=dub_options(),
+        code=code_hash("dub"),
+    shell:
+        "lipsync --log-file {log:q} dub --generator {params.generator:q} --face {params.face:q}"
+        " --audio {params.audio:q} --output {output.video:q} --sidecar {output.record:q}"
+        " --strip {output.strip:q} --options {params.options:q}"
+
+
+EXTERNAL = config["evaluate"]["external"]
+
+
+def external_options():
+    """JSON of what score-videos reads: the preprocessing and the metrics, not the list of
+    external systems (adding one reruns nothing else)."""
+    faces = {k: v for k, v in config["faces"].items() if k not in S3FD_DOWNLOAD_KEYS}
+    evaluate = {k: v for k, v in config["evaluate"].items() if k != "external"}
+    return json.dumps(
+        {"faces": faces, "audio": config["audio"], "evaluate": evaluate}, sort_keys=True
+    )
+
+
+def _folder_fingerprint(folder):
+    """(name, size, mtime_ns) of a folder's files: Snakemake does not track files inside a
+    folder that no rule made, so a replaced video reruns its scoring through this param."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        stat = path.stat()
+        digest.update(f"{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+rule score_external:
+    input:
+        generated=lambda w: EXTERNAL[w.name]["generated"],
+        reference=lambda w: EXTERNAL[w.name]["reference"],
+        weights=metric_inputs() + s3fd_weights(),
+    output:
+        scores="results/metrics/external-{name}/scores.tsv",
+        clips="results/metrics/external-{name}/clips.tsv",
+        summary="results/metrics/external-{name}/summary.json",
+        videos="results/metrics/external-{name}/videos.tsv",
+    log:
+        "results/logs/score/external-{name}.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        output_dir=lambda w, output: os.path.dirname(output.summary),
+        options=external_options(),
+        files=lambda w: _folder_fingerprint(EXTERNAL[w.name]["generated"])
+        + _folder_fingerprint(EXTERNAL[w.name]["reference"]),
+        code=code_hash("score-videos"),
+    shell:
+        "lipsync --log-file {log:q} score-videos --generated {input.generated:q}"
+        " --reference {input.reference:q} --output {params.output_dir:q}"
+        " --name external-{wildcards.name} --threads {threads} --options {params.options:q}"
+
+
+# results/metrics/external-{name}/ also matches the score rule's results/metrics/{run}/.
+ruleorder: score_external > score
