@@ -18,6 +18,7 @@ MODULES = (
     "lipsync.metrics.fid",
     "lipsync.metrics.kid",
     "lipsync.metrics.ssim_psnr",
+    "lipsync.metrics.sync",
     "lipsync.metrics.landmarks",
     "lipsync.metrics.identity",
 )

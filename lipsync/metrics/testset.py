@@ -174,6 +174,30 @@ class TestSet:
             "frame": frames[self.sample_crops],
         })
 
+    def clip_table(self) -> pd.DataFrame:
+        """One row per clip of /clips: speaker, clip, mel_start, mel_count (rows of /mels)."""
+        return pd.DataFrame({
+            "speaker": _strings(_require(self._file, self.path, "clips/speaker")),
+            "clip": _strings(_require(self._file, self.path, "clips/clip")),
+            "mel_start": _require(self._file, self.path, "clips/mel_start")[()].astype(np.int64),
+            "mel_count": _require(self._file, self.path, "clips/mel_count")[()].astype(np.int64),
+        })
+
+    def clip_mel(self, start: int, count: int) -> np.ndarray:
+        """A clip's whole mel, float32 steps x bands: /mels rows [start, start + count)."""
+        mels = _require(self._file, self.path, "mels")
+        if start < 0 or start + count > mels.shape[0]:
+            raise InputError(self.path, f"clip mel rows {start}..{start + count} lie outside "
+                                        f"/mels ({mels.shape[0]} rows)")
+        return mels[start:start + count]
+
+    @property
+    def packing_config(self) -> dict:
+        """The options the split was packed with (attrs `config`: audio, video, samples)."""
+        import json
+
+        return json.loads(self._file.attrs.get("config", "{}") or "{}")
+
 
 class GeneratedSet:
     """A run's output `generated/{run}.h5`: faces in the test set's sample order."""
