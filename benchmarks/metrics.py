@@ -4,7 +4,11 @@ Prints, from one run: seconds for SSIM+PSNR over the same frame pairs with the b
 backend (CPU, and GPU when present) and with scikit-image's loop, their ratio, the largest absolute
 difference (must be <= 1e-5), and the times scaled to GRIDTest's 44,589 pairs when a fraction was
 timed; then FID feature-extraction throughput (images/s) of the seeded random-weight Inception
-(2048-d) on CPU and on GPU when present.
+(2048-d) on CPU and on GPU when present; then LMD landmarks and CSIM embeddings per second on
+real s1 crops (../shared/grid-s1, or $LIPSYNC_GRID_S1; synthetic faces without them) in one
+process and in --threads worker processes, with the projected time of scoring a GRIDTest-sized
+set (real landmarks and embeddings are computed once per test set, so a run pays for its
+generated frames only).
 
     .venv/bin/python benchmarks/metrics.py                    # 1/8 of GRIDTest, 1 thread
     .venv/bin/python benchmarks/metrics.py --fraction 1 --threads 4
@@ -23,9 +27,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lipsync.metrics import fid, ssim_psnr  # noqa: E402
+from lipsync.metrics import fid, identity, landmarks, ssim_psnr  # noqa: E402
 
 GRID_TEST_SAMPLES = 44_589
+GRID_TEST_CLIPS = 660  # 33 speakers x 20 clips
 TOLERANCE = 1e-5
 
 
@@ -68,6 +73,52 @@ def max_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.nda
     return max(float(np.abs(x - y)[np.isfinite(y)].max()) for x, y in zip(a, b, strict=True))
 
 
+def real_crops(count: int) -> tuple[np.ndarray, str]:
+    """`count` 96x96 crops of real s1 clips (one OpenCV box per clip), or synthetic faces."""
+    import os
+
+    from lipsync.data import decode, detectors, faces
+
+    folder = Path(os.environ.get("LIPSYNC_GRID_S1", REPO.parent / "shared" / "grid-s1")) / "s1"
+    videos = sorted(folder.glob("*.mpg"))
+    if not videos:
+        return frame_pairs(count, 0)[1], "synthetic faces (no ../shared/grid-s1)"
+    detector, crops = detectors.build(faces.FACES_DEFAULTS), []
+    for video in videos:
+        frames, _ = decode.read_video(video)
+        boxes = [detectors.largest_box(rows) for rows in detector.detect(frames[[0, 37, -1]])]
+        box = np.median(np.stack([b for b in boxes if b is not None]), axis=0)
+        crops.append(faces.crop_faces(frames, np.repeat(box[None], len(frames), axis=0), 96))
+        if sum(map(len, crops)) >= count:
+            break
+    return np.concatenate(crops)[:count], f"real s1 crops ({len(crops)} clips)"
+
+
+def dlib_throughput(lmd_frames: int, csim_frames: int, threads: int) -> None:
+    """LMD and CSIM frames/s and the projected scoring time of a GRIDTest-sized set."""
+    images, source = real_crops(max(lmd_frames, csim_frames))
+    per_clip = identity.DEFAULTS["frames_per_clip"]
+    cases = [("LMD (dlib 68-point landmarks)", lambda w: landmarks.mapper({}, workers=w),
+              images[:lmd_frames], [("every frame", GRID_TEST_SAMPLES)]),
+             ("CSIM (dlib face-recognition ResNet)", lambda w: identity.mapper({}, w),
+              images[:csim_frames], [(f"frames_per_clip {per_clip}", per_clip * GRID_TEST_CLIPS),
+                                     ("frames_per_clip 0 (all)", GRID_TEST_SAMPLES)])]
+    print(f"LMD and CSIM on {source}; GRIDTest = {GRID_TEST_SAMPLES:,} samples in "
+          f"{GRID_TEST_CLIPS} clips")
+    for name, build, frames, projections in cases:
+        for workers in sorted({1, threads}):
+            with build(workers) as mapper:
+                # warm-up: the models loaded, the worker processes started
+                mapper(frames[:workers * mapper.min_frames_per_worker])
+                seconds, _ = timed(mapper, frames)
+            rate = len(frames) / seconds
+            text = "; ".join(f"{label}: {n / rate / 60:.1f} min per run"
+                             for label, n in projections)
+            print(f"  {name}, {workers} process{'es' if workers > 1 else ''}: {rate:7.1f} "
+                  f"frames/s ({len(frames)} frames, {seconds:.1f} s); GRIDTest {text} "
+                  "(the same again once for the real reference)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fraction", type=float, default=0.125,
@@ -76,6 +127,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--fid-images", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lmd-frames", type=int, default=300)
+    parser.add_argument("--csim-frames", type=int, default=24)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     count = max(1, round(GRID_TEST_SAMPLES * args.fraction))
@@ -109,6 +162,7 @@ def main() -> int:
         print(f"  {device:4}: {len(images) / seconds:8.1f} images/s  ({seconds:.2f} s; "
               f"GRIDTest's {GRID_TEST_SAMPLES:,} generated faces: "
               f"{GRID_TEST_SAMPLES / (len(images) / seconds) / 60:.1f} min)")
+    dlib_throughput(args.lmd_frames, args.csim_frames, args.threads)
     return 0
 
 
