@@ -210,6 +210,22 @@ def _train(args):
                     validation_set=args.validation_set, threads=args.threads)
 
 
+def _train_syncnet_arguments(parser):
+    parser.add_argument("--train-set", required=True, help="packed training split (full.h5)")
+    parser.add_argument("--output", required=True,
+                        help="expert file; checkpoints and log.jsonl go beside it (expert/)")
+    parser.add_argument("--threads", type=int, default=1, help="DataLoader workers follow this")
+    _add_options(parser)
+
+
+@command("train-syncnet", "train the SyncNet expert of the LSE metrics (resumes)")(
+    _train_syncnet_arguments)
+def _train_syncnet(args):
+    from lipsync.sync import train
+
+    train.train_expert(args.train_set, args.output, options=args.options, threads=args.threads)
+
+
 def _generate_arguments(parser):
     parser.add_argument("--generator", required=True, help="generator checkpoint, or 'identity'")
     parser.add_argument("--test-set", required=True)
