@@ -387,8 +387,11 @@ def _clear_stale_locks():
     handle = open(state / "lipsync.run.lock", "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         pass  # another snakemake runs in this directory: its locks are live
+    except OSError:
+        handle.close()
+        return  # no OS locks on this file system: stale locks need `snakemake --unlock`
     else:
         stale = state / "locks"
         if stale.is_dir() and any(stale.iterdir()):
