@@ -117,6 +117,10 @@ def train_expert(train_set: str | os.PathLike, output: str | os.PathLike, *,
     checkpoint in run_folder(output)/checkpoints that loads.
     """
     options = dict(options or {})
+    unknown = sorted(set(options) - {"model", "training", "train_set"})
+    if unknown:
+        raise LipsyncError(f"syncnet: unknown key(s) {', '.join(unknown)}; known: model, "
+                           "training, train_set")
     model_options = syncnet.resolve_options(options.get("model"))
     training = dict(options.get("training") or {})
     training.setdefault("num_workers", max(0, threads - 1))
