@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -350,7 +351,10 @@ def all_targets():
         + ["results/figures/qualitative.png", "results/figures/distributions.png"]
         + expand("results/figures/contact_sheet_{split}.png", split=["test"])
         + expand("results/generated/{run}.png", run=evaluated_runs())
-        + expand("results/dubbed/{name}.png", name=[p["name"] for p in config["dub"]["pairs"]])
+        + expand(
+            "results/dubbed/{name}.png",
+            name=[p["name"] for p in config["dub"]["pairs"]],
+        )
     )
 
 
@@ -358,8 +362,65 @@ def external_summaries():
     """Summaries of the systems in evaluate.external (rule score_external), read by the tables
     beside the runs'."""
     return expand(
-        "results/metrics/external-{name}/summary.json", name=config["evaluate"]["external"]
+        "results/metrics/external-{name}/summary.json",
+        name=config["evaluate"]["external"],
     )
+
+
+# --- dubbing (rule dub) and other systems' videos (rule score_external) ----------------------
+
+
+def _media_input(text):
+    """The file a pair's face or audio names: SPEAKER:N is clip N of that speaker's corpus
+    manifest (clip names of the synthetic corpus exist only once its manifest does)."""
+    match = re.fullmatch(r"(s[0-9]+):([0-9]+)", text)
+    return f"results/corpus/{match.group(1)}.tsv" if match else text
+
+
+def _media_argument(text):
+    """What `lipsync dub` takes for it: the file, or MANIFEST.tsv:N."""
+    match = re.fullmatch(r"(s[0-9]+):([0-9]+)", text)
+    return f"{_media_input(text)}:{match.group(2)}" if match else text
+
+
+DUB_PAIRS = {pair["name"]: pair for pair in config["dub"]["pairs"]}
+
+
+def dub_options():
+    """JSON of the faces, audio and dub options a dub job reads (not the list of pairs)."""
+    faces = {k: v for k, v in config["faces"].items() if k not in S3FD_DOWNLOAD_KEYS}
+    dub = {k: v for k, v in config["dub"].items() if k != "pairs"}
+    return json.dumps(
+        {"faces": faces, "audio": config["audio"], "dub": dub}, sort_keys=True
+    )
+
+
+def _generator(run):
+    return [] if run == "identity" else [f"results/train/{run}/generator.pt"]
+
+
+EXTERNAL = config["evaluate"]["external"]
+
+
+def external_options():
+    """JSON of what score-videos reads: the preprocessing and the metrics, not the list of
+    external systems (adding one reruns nothing else)."""
+    faces = {k: v for k, v in config["faces"].items() if k not in S3FD_DOWNLOAD_KEYS}
+    evaluate = {k: v for k, v in config["evaluate"].items() if k != "external"}
+    return json.dumps(
+        {"faces": faces, "audio": config["audio"], "evaluate": evaluate}, sort_keys=True
+    )
+
+
+def _folder_fingerprint(folder):
+    """(name, size, mtime_ns) of a folder's files: Snakemake does not track files inside a
+    folder that no rule made, so a replaced video reruns its scoring through this param.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        stat = path.stat()
+        digest.update(f"{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 # --- a rerun after a killed snakemake -------------------------------------------------------------

@@ -1,35 +1,6 @@
 """Dubbing: each pair of dub.pairs (a face, an audio track, a trained run) as a lip-synced MP4,
 and other systems' videos (evaluate.external) scored like the runs."""
 
-import re
-
-
-def _media_input(text):
-    """The file a pair's face or audio names: SPEAKER:N is clip N of that speaker's corpus
-    manifest (clip names of the synthetic corpus exist only once its manifest does)."""
-    match = re.fullmatch(r"(s[0-9]+):([0-9]+)", text)
-    return f"results/corpus/{match.group(1)}.tsv" if match else text
-
-
-def _media_argument(text):
-    """What `lipsync dub` takes for it: the file, or MANIFEST.tsv:N."""
-    match = re.fullmatch(r"(s[0-9]+):([0-9]+)", text)
-    return f"{_media_input(text)}:{match.group(2)}" if match else text
-
-
-DUB_PAIRS = {pair["name"]: pair for pair in config["dub"]["pairs"]}
-
-
-def dub_options():
-    """JSON of the faces, audio and dub options a dub job reads (not the list of pairs)."""
-    faces = {k: v for k, v in config["faces"].items() if k not in S3FD_DOWNLOAD_KEYS}
-    dub = {k: v for k, v in config["dub"].items() if k != "pairs"}
-    return json.dumps({"faces": faces, "audio": config["audio"], "dub": dub}, sort_keys=True)
-
-
-def _generator(run):
-    return [] if run == "identity" else [f"results/train/{run}/generator.pt"]
-
 
 rule dub:
     input:
@@ -65,29 +36,6 @@ rule dub:
         "lipsync --log-file {log:q} dub --generator {params.generator:q} --face {params.face:q}"
         " --audio {params.audio:q} --output {output.video:q} --sidecar {output.record:q}"
         " --strip {output.strip:q} --options {params.options:q}"
-
-
-EXTERNAL = config["evaluate"]["external"]
-
-
-def external_options():
-    """JSON of what score-videos reads: the preprocessing and the metrics, not the list of
-    external systems (adding one reruns nothing else)."""
-    faces = {k: v for k, v in config["faces"].items() if k not in S3FD_DOWNLOAD_KEYS}
-    evaluate = {k: v for k, v in config["evaluate"].items() if k != "external"}
-    return json.dumps(
-        {"faces": faces, "audio": config["audio"], "evaluate": evaluate}, sort_keys=True
-    )
-
-
-def _folder_fingerprint(folder):
-    """(name, size, mtime_ns) of a folder's files: Snakemake does not track files inside a
-    folder that no rule made, so a replaced video reruns its scoring through this param."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
-        stat = path.stat()
-        digest.update(f"{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 rule score_external:
