@@ -225,7 +225,7 @@ def _epochs(run: _Run, expert, optimizer, precision, dataset, validation, bar, s
             precision.update(loss, optimizer, expert, _SCALER)
             run.step += 1
             run.samples += batch_size
-            value = float(loss)
+            value = float(loss.detach())
             if not np.isfinite(value):
                 raise TrainingError(
                     f"non-finite loss at step {run.step} (window {run.samples}) of "
