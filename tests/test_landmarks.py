@@ -136,8 +136,9 @@ def test_fan_backend_loads_local_weights_and_places_68_points(tmp_path, sample_c
 
 
 def test_worker_processes_give_the_landmarks_of_one_process(sample_crops):
-    images = np.concatenate([sample_crops] * 7)  # 70 frames: enough for two workers
-    with landmarks.mapper({}, workers=1) as one, landmarks.mapper({}, workers=2) as two:
+    images = np.concatenate([sample_crops] * 4)
+    with landmarks.mapper({}, workers=1) as one, \
+            landmarks.mapper({}, workers=2, min_frames_per_worker=8) as two:
         assert np.array_equal(two(images), one(images))
         assert two._pool is not None
 

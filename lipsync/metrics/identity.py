@@ -33,8 +33,8 @@ RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
 CHIP_PADDING = 0.25  # dlib's default for compute_face_descriptor
 EMBEDDING_DIMS = 128
-# A face costs ~0.4 s here, so even a few frames per worker process repay its start.
-_FRAMES_PER_WORKER = 2
+# A face costs ~0.3 s on one core, so a few seconds' worth per worker process repays its start.
+_FRAMES_PER_WORKER = 8
 _CHUNK = 256  # real frames embedded per step of `reference`
 
 

@@ -42,8 +42,9 @@ BLANK_STD = 1.0
 MIN_MOUTH_WIDTH_PX = 2.0
 # face-alignment's S3FD detector box scale, which its FAN crops were trained with.
 FAN_REFERENCE_SCALE = 195.0
-# Below this many frames per worker a process pool costs more than it saves.
-_FRAMES_PER_WORKER = 32
+# A worker process takes seconds to start (imports, model load): below this many frames each
+# (~1.5 s of landmarks on one core) a batch stays in this process.
+_FRAMES_PER_WORKER = 256
 
 
 def packaged_model(name: str) -> Path:
@@ -274,9 +275,6 @@ _worker_model = None
 
 def _init_worker(build, args) -> None:
     global _worker_model
-    import torch
-
-    torch.set_num_threads(1)
     _worker_model = build(*args)
 
 
@@ -326,14 +324,15 @@ def _dlib_landmarks(path: str) -> DlibLandmarks:
     return DlibLandmarks(Path(path))
 
 
-def mapper(options: dict | None, *, device="cpu", workers: int = 1) -> FrameMapper:
+def mapper(options: dict | None, *, device="cpu", workers: int = 1,
+           min_frames_per_worker: int = _FRAMES_PER_WORKER) -> FrameMapper:
     """A FrameMapper giving B x 68 x 2 landmarks per batch with the configured backend; FAN runs
     in this process (torch has its own threads), dlib in up to `workers` processes."""
     s = settings(options)
     path = weights_file(s)
     if s["backend"] == "fan":
         return FrameMapper(FanLandmarks.from_file, (path, device), 1)
-    return FrameMapper(_dlib_landmarks, (str(path),), workers)
+    return FrameMapper(_dlib_landmarks, (str(path),), workers, min_frames_per_worker)
 
 
 # --- the registered metric ----------------------------------------------------------------------
