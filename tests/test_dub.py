@@ -4,6 +4,7 @@ photos, other frame rates, and inputs it cannot use (no face, unreadable audio).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import av
 import cv2
@@ -185,3 +186,31 @@ def test_unknown_dub_option_is_refused_with_its_name(grid_samples, tmp_path):
                      "--output", str(tmp_path / "x.mp4"),
                      "--options", json.dumps({"dub": {"feathr": 0.2}})])
     assert code == 1 and not (tmp_path / "x.mp4").exists()
+
+
+
+def test_dub_defaults_are_the_schema_defaults():
+    import yaml
+
+    from lipsync.media import ENCODE_DEFAULTS
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "schemas"
+                             / "config.schema.yaml").read_text())["properties"]["dub"]
+    defaults = {k: v["default"] for k, v in schema["properties"].items()
+                if k not in ("encode", "pairs")}
+    encode = {k: v["default"] for k, v in schema["properties"]["encode"]["properties"].items()}
+    assert defaults == {k: v for k, v in dub.DUB_DEFAULTS.items() if k != "encode"}
+    assert encode == ENCODE_DEFAULTS
+
+
+def test_a_corpus_manifest_row_names_a_clip_to_dub(tmp_path):
+    from lipsync.data.manifest import ClipEntry, write_manifest
+
+    manifest = tmp_path / "s1.tsv"
+    write_manifest(manifest, [ClipEntry("s1", "bbaf2n", "/c/bbaf2n.mpg", None, None),
+                              ClipEntry("s1", "bbal7s", "/c/bbal7s.mpg", "/c/bbal7s.wav", None)])
+    assert dub.media_path(f"{manifest}:0") == Path("/c/bbaf2n.mpg")
+    assert dub.media_path(f"{manifest}:1", audio=True) == Path("/c/bbal7s.wav")
+    assert dub.media_path("/videos/face.mp4") == Path("/videos/face.mp4")
+    with pytest.raises(InputError, match="has 2 clips, no clip 5"):
+        dub.media_path(f"{manifest}:5")
