@@ -124,3 +124,20 @@ def test_a_missing_predictor_fails_only_lmd_with_the_config_key(real_test_set, t
     summary = score_all(tmp_path, test_path, generated, options)
     assert "evaluate.lmd.predictor" in summary["metrics"]["lmd"]["failed"]
     assert summary["metrics"]["ssim"]["columns"]["ssim"]["value"] == pytest.approx(1.0)
+
+
+def test_a_blank_generated_frame_is_nan_with_its_reason_counted(real_test_set):
+    folder, test_path, faces = real_test_set
+    generated_faces = faces.copy()
+    generated_faces[0] = 128  # sample 0 is the first of clip s1's subsample
+    generated = folder / "blank.h5"
+    write_generated(generated, generated_faces)
+    summary = score_all(folder, test_path, generated, OPTIONS)
+    scores = pd.read_csv(folder / "metrics" / "blank" / "scores.tsv", sep="\t")
+    assert np.isnan(scores["lmd"][0]) and np.isnan(scores["csim"][0])
+    assert scores["lmd"][1:].notna().all()
+    metrics = summary["metrics"]
+    assert metrics["lmd"]["missing"] == {
+        "generated frame: blank frame (no face to place landmarks on)": 1}
+    assert metrics["csim"]["missing"]["generated frame: blank (no face)"] == 1
+    assert metrics["lmd"]["columns"]["lmd"]["n_finite"] == len(faces) - 1
