@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import smooth_faces
 
 from lipsync.data import decode, detectors, faces
 from lipsync.errors import InputError, LipsyncError
@@ -115,14 +116,15 @@ def test_missing_predictor_file_names_the_config_key(tmp_path):
         landmarks.settings({"backend": "mediapipe"})
 
 
-def test_fan_backend_loads_local_weights_and_places_68_points(tmp_path, sample_crops):
+def test_fan_backend_loads_local_weights_and_places_68_points(tmp_path):
     """A randomly initialised FAN-4 of face-alignment's architecture stands in for the
-    published weights, which cannot be downloaded here."""
+    published weights, which cannot be downloaded here (and face-shaped noise for faces)."""
+    images = smooth_faces(2, seed=0)
     torch.manual_seed(0)
     weights = tmp_path / "2DFAN4-random.pth.tar"
     torch.save(landmarks.build_fan(None).state_dict(), weights)
     options = {"backend": "fan", "fan_weights": str(weights)}
-    points = landmarks.build_backend(options)(sample_crops[:2])
+    points = landmarks.build_backend(options)(images)
     assert points.shape == (2, 68, 2) and np.isfinite(points).all()
     # heatmap peaks lie in the square face-alignment crops around the box (side 200 * scale,
     # centre raised 0.12 box heights): about twice the crop's side
@@ -135,8 +137,8 @@ def test_fan_backend_loads_local_weights_and_places_68_points(tmp_path, sample_c
         landmarks.build_backend({"backend": "fan", "fan_weights": str(garbage)})
 
 
-def test_worker_processes_give_the_landmarks_of_one_process(sample_crops):
-    images = np.concatenate([sample_crops] * 4)
+def test_worker_processes_give_the_landmarks_of_one_process():
+    images = smooth_faces(40, seed=1)
     with landmarks.mapper({}, workers=1) as one, \
             landmarks.mapper({}, workers=2, min_frames_per_worker=8) as two:
         assert np.array_equal(two(images), one(images))
