@@ -144,3 +144,10 @@ def test_planning_with_a_bad_value_fails_before_the_dag_naming_the_key(tmp_path)
     assert result.returncode != 0
     assert "training.options.batch_size: -8: must be at least 1" in result.stdout + result.stderr
     assert "Job stats" not in result.stdout
+
+
+def test_the_schema_names_exactly_the_registered_models():
+    training = SCHEMA["properties"]["training"]["properties"]
+    run_models = training["runs"]["additionalProperties"]["properties"]["model"]["enum"]
+    assert set(run_models) == set(training["models"]["propertyNames"]["enum"]) == set(
+        registry.MODELS)
