@@ -402,6 +402,8 @@ def _epochs(run: _Run, nets: _Networks, dataset, validation, writer, bar, stop: 
             if validation is not None and _crossed(run.samples, batch_size,
                                                    o["validation_every_samples"]):
                 last_validation = _validate(run, nets, validation, writer)
+            if run.main:
+                _snapshot(run, nets)
             done = run.samples >= o["total_samples"]
             if done or stopping or _crossed(run.samples, batch_size,
                                             o["checkpoint_every_samples"]):
@@ -417,6 +419,29 @@ def _epochs(run: _Run, nets: _Networks, dataset, validation, writer, bar, stop: 
             raise TrainingError(f"{run.run_dir}: epoch {epoch} gave no batch of "
                                 f"{batch_size} from {len(dataset)} samples")
     return last_validation
+
+
+def snapshot_samples(total_samples: int, snapshots: int) -> list[int]:
+    """The sample counts at which snapshot k = 1..snapshots is taken: k/(snapshots+1) of training."""
+    return [total_samples * k // (snapshots + 1) for k in range(1, snapshots + 1)]
+
+
+def snapshot_path(run_dir: Path, k: int) -> Path:
+    return Path(run_dir) / "snapshots" / f"{k}.pt"
+
+
+def _snapshot(run: _Run, nets: _Networks) -> None:
+    """Export the generator when this batch crossed a snapshot point (a resumed run that already
+    wrote it leaves the file as it is)."""
+    o = run.o
+    for k, at in enumerate(snapshot_samples(o["total_samples"], o["snapshots"]), start=1):
+        if run.samples - o["batch_size"] < at <= run.samples:
+            path = snapshot_path(run.run_dir, k)
+            if not path.exists():
+                export_generator(path, nets.generator, run.model, run.model_options, run.config,
+                                 run.step, run.samples)
+                log.info("snapshot %d of %s at sample %d -> %s", k, run.run_dir, run.samples,
+                         path)
 
 
 def _mean_losses(run: _Run, losses: dict, stop_requested: bool) -> tuple[dict, bool]:

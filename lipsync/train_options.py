@@ -25,6 +25,9 @@ OPTIONS = {
                                        "validation set is scored.", minimum=1),
     "validation_samples": Option(1024, int, "Evenly spaced validation samples scored "
                                  "(0 = all of them).", minimum=0),
+    "snapshots": Option(0, int, "Intermediate generators written to run_dir/snapshots/{k}.pt "
+                        "at k/(snapshots+1) of total_samples, k = 1..snapshots, so metrics can "
+                        "be followed over training (they are never pruned).", minimum=0),
     "log_every_samples": Option(9_600, int, "How often mean losses and samples/s are logged.",
                                 minimum=1),
     "num_workers": Option(2, int, "DataLoader worker processes (the workflow passes the job's "

@@ -155,3 +155,15 @@ def test_validation_scores_are_the_reported_metrics_ssim_and_psnr():
                                                       frames["target"]).mean(), abs=1e-12)
     assert scores["psnr"] == pytest.approx(psnr_torch(frames["reference"],
                                                       frames["target"]).mean(), abs=1e-9)
+
+
+def test_snapshots_are_generators_at_fractions_of_training_kept_after_pruning(tmp_path):
+    from lipsync.checkpoint import load_generator
+    from lipsync.train import snapshot_path, snapshot_samples
+
+    assert snapshot_samples(24, 2) == [8, 16]
+    train(tmp_path / "run", 24, snapshots=2, keep_checkpoints=1)
+    for k, at in ((1, 8), (2, 16)):
+        generator, info = load_generator(snapshot_path(tmp_path / "run", k))
+        assert info["samples"] == at and info["model"] == "lipgan"
+    assert not snapshot_path(tmp_path / "run", 3).exists()
