@@ -402,6 +402,13 @@ def _generator(run):
 EXTERNAL = config["evaluate"]["external"]
 
 
+def scoring_options():
+    """JSON of the evaluate section a scoring job reads: all but evaluate.external (which other
+    systems to score), so adding a system reruns no run's scores."""
+    evaluate = {k: v for k, v in config["evaluate"].items() if k != "external"}
+    return json.dumps(evaluate, sort_keys=True)
+
+
 def external_options():
     """JSON of what score-videos reads: the preprocessing and the metrics, not the list of
     external systems (adding one reruns nothing else)."""

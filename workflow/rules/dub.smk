@@ -30,7 +30,7 @@ rule dub:
         generator=lambda w, input: input.generator or "identity",
         face=lambda w: _media_argument(DUB_PAIRS[w.name]["face"]),
         audio=lambda w: _media_argument(DUB_PAIRS[w.name]["audio"]),
-        options=dub_options(),
+        options=lambda w: dub_options(),
         code=code_hash("dub"),
     shell:
         "lipsync --log-file {log:q} dub --generator {params.generator:q} --face {params.face:q}"
@@ -59,7 +59,7 @@ rule score_external:
         runtime=120,
     params:
         output_dir=lambda w, output: os.path.dirname(output.summary),
-        options=external_options(),
+        options=lambda w: external_options(),
         files=lambda w: _folder_fingerprint(EXTERNAL[w.name]["generated"])
         + _folder_fingerprint(EXTERNAL[w.name]["reference"]),
         code=code_hash("score-videos"),

@@ -57,7 +57,7 @@ rule score:
         mem_mb=8000,
         runtime=60,
     params:
-        options=section("evaluate"),
+        options=lambda w: scoring_options(),  # a function: JSON braces are not wildcards
         references=reference_arguments,
         code=code_hash("score"),
     shell:
