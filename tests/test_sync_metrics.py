@@ -1,0 +1,155 @@
+"""LSE-D, LSE-C and the AV offset with an expert trained here on synthetic talking faces (whose
+mouths follow the audio by construction): shifted video is found at its shift, other clips'
+audio lowers LSE-C, and the metrics go through the registry's scorer like any other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import write_generated
+
+from lipsync.metrics import registry, score
+from lipsync.metrics import sync as sync_metrics
+from lipsync.metrics.testset import TestSet
+from lipsync.sync import synthetic
+from lipsync.sync import train as sync_train
+
+REPO = Path(__file__).resolve().parents[1]
+# As short as gives a usable expert on 2 x 3 synthetic clips: 60 steps of 32 windows (measured:
+# 0.77 held-out accuracy, chance 0.5; about 70 s on one busy core, hence `slow`).
+EXPERT_OPTIONS = {"model": {"width": 0.125},
+                  "training": {"batch_size": 32, "total_samples": 32 * 60, "learning_rate": 3e-3,
+                               "validation_fraction": 0.34, "validation_every_samples": 10_000,
+                               "checkpoint_every_samples": 10_000, "num_workers": 0,
+                               "progress_bar": False, "device": "cpu"}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A synthetic split (2 speakers x 3 clips) and an expert trained on 4 of its clips."""
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("lse")
+    split = folder / "full.h5"
+    synthetic.write_split(split, speakers=("s1", "s2"), clips_per_speaker=3)
+    summary = sync_train.train_expert(split, folder / "expert.pt", options=EXPERT_OPTIONS)
+    return folder, split, summary
+
+
+def _options(folder: Path) -> dict:
+    return {"metrics": ["lse", "lse_public"], "lse": {"expert": str(folder / "expert.pt")},
+            "batch_size": 100, "bootstrap": {"resamples": 50}}
+
+
+@pytest.mark.slow
+def test_expert_separates_in_sync_from_off_sync_on_held_out_clips(trained):
+    _, _, summary = trained
+    assert summary["held_out_clips"] == 2
+    # chance is 0.5 (balanced pairs, 256 of them: 0.65 is 5 standard errors above it)
+    assert summary["validation"]["accuracy"] > 0.65, summary["validation"]
+
+
+def _clip_embeddings(folder: Path, split: Path, clip: int):
+    """(video embeddings of all windows, their frames, audio embeddings, real faces) of a clip."""
+    options = registry.options("lse", _options(folder))
+    expert = sync_metrics.LSE._expert(options, "cpu")
+    with TestSet(split) as test_set:
+        row = test_set.clip_table().iloc[clip]
+        audio = sync_metrics.LSE._embed_audio(expert, test_set, row, options, "cpu")
+        samples = test_set.sample_table()
+        mine = samples[(samples["speaker"] == row["speaker"]) & (samples["clip"] == row["clip"])]
+        faces = test_set.ground_truth_of(mine["sample"].to_numpy())
+        frames = mine["frame"].to_numpy()
+    return expert, options, faces, frames, audio
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shift", list(range(-5, 6)))
+def test_video_shifted_by_k_frames_is_found_at_offset_k(trained, shift):
+    folder, split, summary = trained
+    held_out = {tuple(key) for key in summary_held_out(folder)}
+    with TestSet(split) as test_set:
+        keys = list(test_set.clip_table()[["speaker", "clip"]].itertuples(index=False,
+                                                                           name=None))
+    clip = next(k for k, key in enumerate(keys) if key in held_out)  # never trained on
+    expert, options, faces, frames, audio = _clip_embeddings(folder, split, clip)
+    # frame f of the shifted video shows what the real video showed at f - shift
+    shown = np.arange(frames[0] + 5, frames[-1] - 5 + 1)
+    shifted = faces[shown - shift - frames[0]]
+    curve = sync_metrics.LSE._video_curve(expert, shifted, shown, audio, options, "cpu")
+    lse_d, lse_c, offset = sync_metrics.lse_of_curve(curve, options["offsets"])
+    assert offset == shift
+    assert lse_c > 0 and lse_d == pytest.approx(np.nanmin(curve))
+
+
+def summary_held_out(folder: Path) -> list:
+    return torch.load(folder / "expert.pt", weights_only=False)["held_out_clips"]
+
+
+@pytest.mark.slow
+def test_real_clips_have_higher_lse_c_than_with_other_clips_audio(trained):
+    folder, split, _ = trained
+    matched, mismatched = [], []
+    clips = [_clip_embeddings(folder, split, k) for k in range(6)]
+    for k, (expert, options, faces, frames, audio) in enumerate(clips):
+        other_audio = clips[(k + 3) % 6][4]  # the other speaker's clip
+        for sound, into in ((audio, matched), (other_audio, mismatched)):
+            curve = sync_metrics.LSE._video_curve(expert, faces, frames, sound, options, "cpu")
+            into.append(sync_metrics.lse_of_curve(curve, options["offsets"])[1])
+    # median minus minimum of a curve is never 0, so unrelated audio still scores ~0.24 here
+    # (measured: 0.33 matched vs 0.24 mismatched on average)
+    assert all(m > o for m, o in zip(matched, mismatched, strict=True)), (matched, mismatched)
+    assert np.mean(matched) > 1.2 * np.mean(mismatched)
+
+
+@pytest.mark.slow
+def test_scorer_writes_lse_per_clip_and_public_lse_as_na_without_weights(trained):
+    folder, split, _ = trained
+    options = _options(folder)
+    references = {}
+    for name in registry.reference_metrics(options):
+        references[name] = folder / f"{name}.npz"
+        score.write_reference(name, split, references[name], options=options)
+    with h5py.File(split, "r") as handle:
+        real = handle["faces"][()][handle["samples/crop"][()]]
+    write_generated(folder / "real.h5", real)
+    out = folder / "metrics" / "real"
+    summary = score.score_run(folder / "real.h5", split, references, out / "scores.tsv",
+                              out / "clips.tsv", out / "summary.json", options=options)
+    clips = np.genfromtxt(out / "clips.tsv", delimiter="\t", names=True, dtype=None,
+                          encoding=None)
+    assert len(clips) == 6 and (clips["av_offset"] == 0).all()
+    lse = summary["metrics"]["lse"]
+    assert lse["failed"] is None and lse["columns"]["lse_c"]["higher_is_better"]
+    assert lse["extra"]["real_clips"]["lse_d"] == pytest.approx(lse["columns"]["lse_d"]["value"])
+    assert sync_metrics.OWN_LABEL in summary["labels"]
+    assert "T" not in lse["protocol"] and lse["protocol"]["frames_per_window"] == 5
+    public = summary["metrics"]["lse_public"]
+    assert public["columns"]["public_lse_d"]["value"] is None
+    assert "evaluate.lse_public.weights" in public["columns"]["public_lse_d"]["reason"]
+    assert json.loads((out / "summary.json").read_text())["metrics"]["lse"]["level"] == "clip"
+
+
+def test_lse_inputs_name_the_expert_file_so_the_workflow_trains_it_first():
+    options = {"metrics": ["lse", "lse_public"]}
+    assert registry.input_files(options) == ["results/syncnet/expert.pt"]
+
+
+def test_schema_sections_have_the_modules_defaults():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    evaluate = schema["properties"]["evaluate"]["properties"]
+    for name, defaults in (("lse", sync_metrics.LSE_DEFAULTS),
+                           ("lse_public", sync_metrics.PUBLIC_DEFAULTS)):
+        section = evaluate[name]["properties"]
+        assert {key: entry["default"] for key, entry in section.items()} == defaults
+
+
+def test_mfcc_has_100_steps_per_second_and_13_coefficients():
+    rng = np.random.default_rng(0)
+    features = sync_metrics.mfcc(rng.normal(0, 3000, 16000 * 3), 16000)
+    assert features.shape == (299, 13) and np.isfinite(features).all()
