@@ -51,6 +51,13 @@ def test_the_track_keeps_the_candidate_that_continues_it_not_the_largest():
     assert rejected == 1
 
 
+def test_a_smaller_stray_box_is_ignored_and_not_counted():
+    chin = [125.0, 130.0, 175.0, 180.0]  # half the face's size, below its centre
+    found = [rows(FACE, chin)] * 5
+    boxes, rejected = faces.follow_track(found, **LIMITS)
+    assert [box.tolist() for box in boxes] == [FACE] * 5 and rejected == 0
+
+
 def test_a_frame_with_only_a_false_box_becomes_a_miss_and_is_interpolated():
     found = [rows(FACE)] * 3 + [rows(FALSE_BOX)] + [rows(FACE)] * 3
     boxes, rejected = faces.follow_track(found, **LIMITS)

@@ -195,6 +195,7 @@ def test_real_clips_have_a_face_in_every_frame(grid_samples, tmp_path):
     assert table.columns.tolist() == faces.COVERAGE_COLUMNS
     assert table["frames"].tolist() == [75] * 3 and table["detected"].tolist() == [75] * 3
     assert table["status"].tolist() == ["ok"] * 3
+    assert table["rejected"].tolist() == [0] * 3  # the real face never leaves the track
     with h5py.File(output, "r") as handle:
         for clip in clips:
             group = handle[f"clips/{clip}"]
