@@ -4,6 +4,7 @@ copies, against a copy at another frame rate, and with videos it cannot score.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -133,3 +134,28 @@ def test_videos_without_audio_or_a_face_are_listed_with_the_reason_and_the_rest_
     assert scores["clip"].unique().tolist() == ["bbaf2n"]
     summary = json.loads((tmp_path / "scored" / "summary.json").read_text())
     assert summary["run"] == "mixed" and len(summary["videos"]) == 3
+
+
+def test_an_external_system_in_the_config_is_scored_and_read_by_the_tables(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    for folder in ("wav2lip", "grid"):
+        (tmp_path / folder).mkdir()
+    config = yaml.safe_load((repo / "config" / "demo.yaml").read_text())
+    config.setdefault("evaluate", {})["external"] = {
+        "wav2lip": {"generated": str(tmp_path / "wav2lip"), "reference": str(tmp_path / "grid")}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "results/tables/summary.md", "results/dubbed/demo.mp4",
+         "-n", "-p", "--cores", "1", "--directory", str(tmp_path), "--snakefile",
+         str(repo / "workflow" / "Snakefile"), "--configfile", str(tmp_path / "config.yaml")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "--name external-wav2lip" in result.stdout
+    assert "results/metrics/external-wav2lip/summary.json" in result.stdout.split(
+        "rule tables:", 1)[1].split("output:", 1)[0]
+    assert "dub --generator results/train/lipgan-small/generator.pt" in result.stdout
