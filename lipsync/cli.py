@@ -196,6 +196,8 @@ def _train_arguments(parser):
     parser.add_argument("--validation-set", default=None)
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--output", required=True, help="final generator checkpoint")
+    parser.add_argument("--snapshots-dir", default=None,
+                        help="copy the run's snapshot generators here as {k}.pt")
     parser.add_argument("--threads", type=int, default=1, help="DataLoader workers follow this")
     _add_options(parser)
 
@@ -207,7 +209,8 @@ def _train(args):
     from lipsync import train
 
     train.train_run(args.train_set, args.run_dir, args.output, options=args.options,
-                    validation_set=args.validation_set, threads=args.threads)
+                    validation_set=args.validation_set, threads=args.threads,
+                    snapshots_dir=args.snapshots_dir)
 
 
 def _train_syncnet_arguments(parser):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from lipsync import distributed, rng
 from lipsync.data.dataset import collate, model_inputs
 from lipsync.device import pick_device
 from lipsync.errors import InputError, LipsyncError, TrainingError
-from lipsync.io import write_json
+from lipsync.io import atomic_path, write_json
 from lipsync.logs import get_logger
 from lipsync.metrics.ssim_psnr import psnr_torch, ssim_torch
 from lipsync.models import registry
@@ -426,8 +427,27 @@ def snapshot_samples(total_samples: int, snapshots: int) -> list[int]:
     return [total_samples * k // (snapshots + 1) for k in range(1, snapshots + 1)]
 
 
-def snapshot_path(run_dir: Path, k: int) -> Path:
-    return Path(run_dir) / "snapshots" / f"{k}.pt"
+def snapshot_path(run_dir: Path, k: int, at: int) -> Path:
+    """Snapshot k taken at `at` samples: the name holds the sample count, so a run whose length or
+    snapshot count changed never reuses a snapshot of another schedule."""
+    return Path(run_dir) / "snapshots" / f"{k}-at-{at}.pt"
+
+
+def publish_snapshots(run_dir: Path, total_samples: int, snapshots: int,
+                      folder: str | os.PathLike) -> list[Path]:
+    """Copy this schedule's snapshots to `folder`/{k}.pt (the workflow's declared output)."""
+    published = []
+    for k, at in enumerate(snapshot_samples(total_samples, snapshots), start=1):
+        source = snapshot_path(run_dir, k, at)
+        if not source.is_file():
+            raise TrainingError(f"{source}: snapshot {k} is missing (removed after training "
+                                "passed its point?); delete the run's checkpoints to retrain")
+        target = Path(folder) / f"{k}.pt"
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+        published.append(target)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return published
 
 
 def _snapshot(run: _Run, nets: _Networks) -> None:
@@ -436,7 +456,7 @@ def _snapshot(run: _Run, nets: _Networks) -> None:
     o = run.o
     for k, at in enumerate(snapshot_samples(o["total_samples"], o["snapshots"]), start=1):
         if run.samples - o["batch_size"] < at <= run.samples:
-            path = snapshot_path(run.run_dir, k)
+            path = snapshot_path(run.run_dir, k, at)
             if not path.exists():
                 export_generator(path, nets.generator, run.model, run.model_options, run.config,
                                  run.step, run.samples)
@@ -543,8 +563,9 @@ def _set_aside_stale_checkpoints(run_dir: Path, train_set, options: dict) -> Non
 
 
 def train_run(train_set, run_dir, output, *, options: dict, validation_set=None,
-              threads: int = 1) -> dict:
-    """CLI entry (`lipsync train`): options = {"model", "model_options", any training_loop key}."""
+              threads: int = 1, snapshots_dir: str | os.PathLike | None = None) -> dict:
+    """CLI entry (`lipsync train`): options = {"model", "model_options", any training_loop key};
+    the snapshots of the run are copied to `snapshots_dir`/{k}.pt when given."""
     options = dict(options)
     model = options.pop("model", "lipgan")
     model_options = options.pop("model_options", None)
@@ -558,8 +579,12 @@ def train_run(train_set, run_dir, output, *, options: dict, validation_set=None,
     if distributed.distributed_environment()[0] == 0:
         _set_aside_stale_checkpoints(Path(run_dir), train_set,
                                      {"model": model, "model_options": model_options, **options})
-    return training_loop(train_set=train_set, run_dir=run_dir, validation_set=validation_set,
-                         output=output, model=model, model_options=model_options, **options)
+    summary = training_loop(train_set=train_set, run_dir=run_dir, validation_set=validation_set,
+                            output=output, model=model, model_options=model_options, **options)
+    if snapshots_dir is not None and distributed.distributed_environment()[0] == 0:
+        publish_snapshots(Path(run_dir), options["total_samples"], options["snapshots"],
+                          snapshots_dir)
+    return summary
 
 
 __all__ = ["DEFAULTS", "OPTIONS", "TrainingInterrupted", "evaluate", "export_generator",

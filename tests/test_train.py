@@ -159,11 +159,14 @@ def test_validation_scores_are_the_reported_metrics_ssim_and_psnr():
 
 def test_snapshots_are_generators_at_fractions_of_training_kept_after_pruning(tmp_path):
     from lipsync.checkpoint import load_generator
-    from lipsync.train import snapshot_path, snapshot_samples
+    from lipsync.train import publish_snapshots, snapshot_samples
 
     assert snapshot_samples(24, 2) == [8, 16]
     train(tmp_path / "run", 24, snapshots=2, keep_checkpoints=1)
-    for k, at in ((1, 8), (2, 16)):
-        generator, info = load_generator(snapshot_path(tmp_path / "run", k))
+    published = publish_snapshots(tmp_path / "run", 24, 2, tmp_path / "progress")
+    assert [p.name for p in published] == ["1.pt", "2.pt"]
+    for path, at in zip(published, (8, 16), strict=True):
+        _, info = load_generator(path)
         assert info["samples"] == at and info["model"] == "lipgan"
-    assert not snapshot_path(tmp_path / "run", 3).exists()
+    with pytest.raises(LipsyncError, match="snapshot 1 is missing"):
+        publish_snapshots(tmp_path / "run", 30, 2, tmp_path / "other")  # another schedule

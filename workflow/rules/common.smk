@@ -298,6 +298,31 @@ def evaluated_runs():
     return BASELINES + list(runs())
 
 
+def snapshot_systems():
+    """{run}@{k}: the snapshot generators of every run (training.options.snapshots)."""
+    return [
+        f"{run}@{k}"
+        for run in runs()
+        for k in range(1, json.loads(run_options(run)).get("snapshots", 0) + 1)
+    ]
+
+
+def generator_file(system):
+    """What generating a system reads: nothing (baselines), a run's generator, or the folder
+    of a run's snapshots ({run}@{k})."""
+    if system in BASELINES:
+        return []
+    run, _, k = system.partition("@")
+    return f"results/train/{run}/progress" if k else f"results/train/{run}/generator.pt"
+
+
+def generator_argument(system):
+    run, _, k = system.partition("@")
+    if system in BASELINES:
+        return system
+    return f"results/train/{run}/progress/{k}.pt" if k else generator_file(system)
+
+
 def defect_systems():
     """Defect sets of the sensitivity study (lipsync.analysis.defects), as scored system names."""
     return [
@@ -309,7 +334,7 @@ def defect_systems():
 
 def analysed_systems():
     """Every system the agreement study ranks: baselines, runs and defect sets."""
-    return evaluated_runs() + defect_systems()
+    return evaluated_runs() + snapshot_systems() + defect_systems()
 
 
 def _metric_registry():

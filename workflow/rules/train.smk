@@ -8,7 +8,9 @@ rule train:
         # happens on the test set.
         validation_set="results/datasets/test.h5",
     output:
-        protected("results/train/{run}/generator.pt"),
+        generator=protected("results/train/{run}/generator.pt"),
+        # training.options.snapshots intermediate generators, {k}.pt (empty when 0).
+        snapshots=directory("results/train/{run}/progress"),
     log:
         "results/logs/train/{run}.log",
     benchmark:
@@ -22,7 +24,7 @@ rule train:
         runtime=lambda w, attempt: 24 * 60 * attempt,
     params:
         options=lambda w: run_options(w.run),
-        run_dir=lambda w, output: os.path.dirname(output[0]),
+        run_dir=lambda w, output: os.path.dirname(output.generator),
         # Several GPUs: one process per GPU on the job's node, data-parallel (lipsync.train).
         launcher=lambda w, resources: (
             "lipsync"
@@ -33,14 +35,13 @@ rule train:
     shell:
         "{params.launcher} --log-file {log:q} train --train-set {input.train_set:q}"
         " --validation-set {input.validation_set:q} --run-dir {params.run_dir:q}"
-        " --output {output:q} --threads {threads} --options {params.options:q}"
+        " --output {output.generator:q} --snapshots-dir {output.snapshots:q}"
+        " --threads {threads} --options {params.options:q}"
 
 
 rule generate:
     input:
-        generator=lambda w: (
-            [] if w.run in BASELINES else f"results/train/{w.run}/generator.pt"
-        ),
+        generator=lambda w: generator_file(w.run),
         test_set="results/datasets/test.h5",
     output:
         faces="results/generated/{run}.h5",
@@ -60,7 +61,7 @@ rule generate:
         mem_mb=8000,
         runtime=60,
     params:
-        generator=lambda w, input: input.generator or w.run,
+        generator=lambda w: generator_argument(w.run),
         code=code_hash("generate"),
     shell:
         "lipsync --log-file {log:q} generate --generator {params.generator:q} --test-set {input.test_set:q}"
