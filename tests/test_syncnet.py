@@ -201,3 +201,39 @@ def test_public_weights_of_another_network_are_refused_naming_the_file(tmp_path)
         syncnet.load_public(path)
     with pytest.raises(InputError, match="not found"):
         syncnet.load_public(tmp_path / "absent.model")
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(small_split, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    real_loss, calls = sync_train._loss, []
+
+    def loss_then_sigterm(*args):
+        calls.append(1)
+        if len(calls) == 2:  # what SLURM sends at its time limit, in the middle of step 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*args)
+
+    monkeypatch.setattr(sync_train, "_loss", loss_then_sigterm)
+    options = {**TINY, "training": {**TINY["training"], "total_samples": 80}}
+    with pytest.raises(sync_train.TrainingInterrupted, match="SIGTERM at window 16"):
+        sync_train.train_expert(small_split, tmp_path / "expert.pt", options=options)
+    assert (tmp_path / "expert" / "checkpoints" / "checkpoint-000000000016.pt").exists()
+    assert not (tmp_path / "expert.pt").exists()
+
+
+def test_non_finite_loss_stops_naming_the_last_good_checkpoint(small_split, tmp_path,
+                                                               monkeypatch):
+    real_loss, calls = sync_train._loss, []
+
+    def nan_at_step_four(*args):
+        calls.append(1)
+        loss, accuracy = real_loss(*args)
+        return (loss * float("nan") if len(calls) == 4 else loss), accuracy
+
+    monkeypatch.setattr(sync_train, "_loss", nan_at_step_four)
+    options = {**TINY, "training": {**TINY["training"], "total_samples": 80}}
+    with pytest.raises(sync_train.TrainingError,
+                       match=r"non-finite loss at step 4 .*checkpoint-000000000024\.pt"):
+        sync_train.train_expert(small_split, tmp_path / "expert.pt", options=options)
