@@ -211,3 +211,16 @@ def test_missing_test_set_names_the_file(tmp_path):
     with pytest.raises(LipsyncError, match="nothere.h5: file not found"):
         score.write_reference("fid", tmp_path / "nothere.h5", tmp_path / "r.npz",
                               options=EVALUATE_OPTIONS)
+
+
+def test_every_metric_has_a_schema_section_with_its_defaults_and_the_default_list_matches():
+    import yaml
+    from conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    evaluate = schema["properties"]["evaluate"]["properties"]
+    assert tuple(evaluate["metrics"]["default"]) == registry.DEFAULT_METRICS
+    for name, metric in registry.load().items():
+        section = evaluate[name]["properties"]
+        assert {key: entry.get("default") for key, entry in section.items()} == metric.defaults, \
+            name

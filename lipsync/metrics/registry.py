@@ -23,6 +23,9 @@ MODULES = (
     "lipsync.metrics.identity",
 )
 
+# What `evaluate.metrics` scores when not given (the schema's default is tested equal).
+DEFAULT_METRICS = ("fid", "kid", "ssim", "psnr", "lmd", "csim")
+
 METRICS: dict[str, type[Metric]] = {}
 _loaded = False
 
@@ -68,8 +71,9 @@ def get(name: str) -> type[Metric]:
 
 
 def configured(evaluate_options: dict | None) -> list[type[Metric]]:
-    """The metrics `evaluate.metrics` names, in that order (default: every registered one)."""
-    names = (evaluate_options or {}).get("metrics") or list(load())
+    """The metrics `evaluate.metrics` names, in that order (default: DEFAULT_METRICS)."""
+    load()
+    names = (evaluate_options or {}).get("metrics") or list(DEFAULT_METRICS)
     return [get(name) for name in names]
 
 
@@ -82,6 +86,12 @@ def options(metric: type[Metric] | str, evaluate_options: dict | None) -> dict:
         raise LipsyncError(f"evaluate.{metric.name} has no option(s) {', '.join(unknown)}; "
                            f"known: {', '.join(sorted(metric.defaults)) or 'none'}")
     return {**metric.defaults, **given}
+
+
+def check(evaluate_options: dict | None) -> None:
+    """Refuse an unknown metric name or metric option before anything runs (names the key)."""
+    for metric in configured(evaluate_options):
+        options(metric, evaluate_options)
 
 
 def reference_source(metric: type[Metric]) -> type[Metric] | None:

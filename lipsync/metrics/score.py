@@ -35,7 +35,6 @@ from lipsync.provenance import describe
 log = get_logger(__name__)
 
 DEFAULTS = {
-    "metrics": ["fid", "kid", "ssim", "psnr"],
     "batch_size": 1024,  # frames read and handed to the metrics per step
     "device": "auto",  # cuda when present
 }
