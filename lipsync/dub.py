@@ -66,6 +66,11 @@ class Timer:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
         return now
 
+    def summary(self, n_frames: int, total: float) -> dict:
+        """Seconds and output frames per second of each stage, and the total seconds."""
+        rates = {stage: (n_frames / s if s > 0 else None) for stage, s in self.seconds.items()}
+        return {"seconds": self.seconds, "total_seconds": total, "frames_per_second": rates}
+
 
 def resolve_options(options: dict | None) -> dict:
     """{"faces", "audio", "dub"} sections with every default filled in; unknown dub keys refused."""
@@ -219,6 +224,25 @@ def _read_audio(audio: str | os.PathLike, sample_rate: int, mux_rate: int
     return wav, decode.read_audio(audio, mux_rate)
 
 
+def _blended_frames(frames: np.ndarray, source_of_frame: np.ndarray, face_of_frame: np.ndarray,
+                    generated: np.ndarray, boxes: np.ndarray, feather: float, timer: Timer):
+    """Output frames in order, made as the encoder asks for them (never all in memory)."""
+    for k in range(len(source_of_frame)):
+        since = time.perf_counter()
+        frame = frames[source_of_frame[k]]
+        if face_of_frame[k] >= 0:
+            frame = paste_face(frame, generated[face_of_frame[k]], boxes[source_of_frame[k]],
+                               feather)
+        timer.add("blend", since)
+        yield frame
+
+
+def _coverage(has_face: np.ndarray, dubbed: int, n_output: int, rejected: int) -> dict:
+    return {"source_frames_with_face": int(has_face.sum()), "output_frames_dubbed": int(dubbed),
+            "output_frames_passed_through": int(n_output - dubbed),
+            "fraction_dubbed": dubbed / n_output, "boxes_rejected": int(rejected)}
+
+
 def dub(generator: str | os.PathLike, face: str | os.PathLike, audio: str | os.PathLike,
         output: str | os.PathLike, *, options: dict | None = None,
         sidecar: str | os.PathLike | None = None) -> dict:
@@ -275,18 +299,9 @@ def dub(generator: str | os.PathLike, face: str | os.PathLike, audio: str | os.P
 
     face_of_frame = np.full(n_output, -1, dtype=np.int64)
     face_of_frame[dubbed] = np.arange(len(dubbed))
-
-    def blended():
-        for k in range(n_output):
-            t0 = time.perf_counter()
-            frame = frames[source_of_frame[k]]
-            if face_of_frame[k] >= 0:
-                frame = paste_face(frame, generated[face_of_frame[k]],
-                                   track.boxes[source_of_frame[k]], float(dub_options["feather"]))
-            timer.add("blend", t0)
-            yield frame
-
-    written = write_video(output, blended(), fps, mux_audio,
+    blended = _blended_frames(frames, source_of_frame, face_of_frame, generated, track.boxes,
+                              float(dub_options["feather"]), timer)
+    written = write_video(output, blended, fps, mux_audio,
                           int(dub_options["encode"]["audio_sample_rate"]),
                           options=dub_options["encode"])
     timer.seconds["encode"] = time.perf_counter() - since - timer.seconds.get("blend", 0.0)
@@ -301,15 +316,8 @@ def dub(generator: str | os.PathLike, face: str | os.PathLike, audio: str | os.P
         "face": str(face), "audio": str(audio), "output": str(output), "still": still,
         "fps": fps, "frames": n_output, "source_frames": len(frames),
         "audio_seconds": audio_seconds, "frame_mapping": FRAME_MAPPING, "blend": BLEND_METHOD,
-        "coverage": {"source_frames_with_face": int(has_face.sum()),
-                     "output_frames_dubbed": int(len(dubbed)),
-                     "output_frames_passed_through": int(passed),
-                     "fraction_dubbed": len(dubbed) / n_output,
-                     "boxes_rejected": int(track.rejected)},
-        "encode": written, "device": str(device),
-        "timings": {"seconds": timer.seconds, "total_seconds": total,
-                    "frames_per_second": {stage: (n_output / s if s > 0 else None)
-                                          for stage, s in timer.seconds.items()}},
+        "coverage": _coverage(has_face, len(dubbed), n_output, track.rejected),
+        "encode": written, "device": str(device), "timings": timer.summary(n_output, total),
         "options": resolved, "provenance": describe(),
     }
     write_json(sidecar, record)
