@@ -178,13 +178,13 @@ def test_without_the_tracks_limits_a_false_box_drags_the_crops_off_the_face(
 
 def test_dlib_finds_the_pasted_face_with_a_score():
     pytest.importorskip("dlib")
-    frames = face_frames(3, shift=4)
-    found = detectors.build({"detector": "dlib", "dlib": {"upsample": 0}}).detect(frames)
+    detector = detectors.build({"detector": "dlib", "dlib": {"upsample": 0}})
+    found = detector.detect(face_frames(3, shift=4))
     assert all(rows_.shape == (1, 5) for rows_ in found)
     face = found[0][0]
     # The astronaut's face is pasted at x 60-260, y 40-240; dlib's box sits inside it.
     assert 60 <= face[0] < face[2] <= 260 and 40 <= face[1] < face[3] <= 240 and face[4] > 0
-    empty = detectors.build({"detector": "dlib"}).detect(face_frames(1, face=False))
+    empty = detector.detect(face_frames(1, face=False))
     assert [rows_.shape for rows_ in empty] == [(0, 5)]
 
 

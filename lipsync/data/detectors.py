@@ -10,6 +10,7 @@ Weights are only ever read from local files: nothing here downloads.
 from __future__ import annotations
 
 import pickle
+import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -123,28 +124,31 @@ class DlibDetector:
         self._dlib = dlib
         self.upsample = int(upsample)
         self.adjust_threshold = float(adjust_threshold)
-        # dlib releases the GIL while it scans but keeps its image pyramid in the detector object:
-        # one detector shared by the worker threads returned wrong boxes on 5-8 of 75 frames of
-        # the sample clips, so each thread builds its own (about 0.4 s).
-        self._local = threading.local()
-        self._detector()
-
-    def _detector(self):
-        detector = getattr(self._local, "detector", None)
-        if detector is None:
-            detector = self._local.detector = self._dlib.get_frontal_face_detector()
-        return detector
 
     def detect(self, frames: np.ndarray) -> list[Candidates]:
-        detector = self._detector()
-        found = []
-        for frame in frames:
-            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-            rects, scores, _ = detector.run(gray, self.upsample, self.adjust_threshold)
-            # dlib rectangles are inclusive of right and bottom; boxes here are half-open.
-            boxes = [(r.left(), r.top(), r.right() + 1, r.bottom() + 1) for r in rects]
-            found.append(candidates(np.asarray(boxes, np.float64), scores))
-        return found
+        # dlib releases the GIL while it scans but keeps its image pyramid in the detector object:
+        # one detector shared by two worker threads returned wrong boxes on 5-8 of 75 frames of
+        # the sample clips. So a call borrows a detector no other call is using, building one
+        # (about 0.4 s) only when all are busy: at most one per thread, kept for the process.
+        try:
+            detector = _IDLE_DLIB_DETECTORS.get_nowait()
+        except queue.Empty:
+            detector = self._dlib.get_frontal_face_detector()
+        try:
+            found = []
+            for frame in frames:
+                gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+                rects, scores, _ = detector.run(gray, self.upsample, self.adjust_threshold)
+                # dlib rectangles are inclusive of right and bottom; boxes here are half-open.
+                boxes = [(r.left(), r.top(), r.right() + 1, r.bottom() + 1) for r in rects]
+                found.append(candidates(np.asarray(boxes, np.float64), scores))
+            return found
+        finally:
+            _IDLE_DLIB_DETECTORS.put(detector)
+
+
+# Built dlib detectors not in use by any call (see DlibDetector.detect); they carry no options.
+_IDLE_DLIB_DETECTORS: queue.SimpleQueue = queue.SimpleQueue()
 
 
 class S3FDDetector:
