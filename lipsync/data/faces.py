@@ -4,7 +4,7 @@ Per-clip input problems (a missing, empty, truncated-to-nothing or undecodable v
 stream, a frame rate other than `video.fps`, no face, face coverage below `faces.min_coverage`)
 exclude that clip: it gets a coverage row with status `excluded` and the reason, no HDF5 group,
 and the shard goes on. Problems of the whole shard (unreadable manifest, missing detector
-weights, unknown detector) raise a LipsyncError.
+weights or dlib module, unknown detector) raise a LipsyncError.
 """
 
 from __future__ import annotations
@@ -336,7 +336,9 @@ def extract_shard(manifest: str | os.PathLike, shard: int, shard_size: int,
     `/clips/{clip}/crops` (uint8 K x S x S x 3 RGB, every decoded frame), `frames` (int32 frame
     index), `boxes` (float32 K x 4, x0 y0 x1 y1 of the region cropped: smoothed, padded, clamped),
     `detected` (bool K, see `track_boxes`), group attrs speaker and fps, and file attrs `options`
-    and `provenance` (JSON). Excluded clips have no group. Returns the coverage table.
+    and `provenance` (JSON). Excluded clips have no group. Returns the coverage table
+    (COVERAGE_COLUMNS; `rejected` counts frames whose largest box was off the face track, see
+    `follow_track`).
     """
     faces = _merged(FACES_DEFAULTS, options.get("faces"))
     video = _merged(VIDEO_DEFAULTS, options.get("video"))
