@@ -214,3 +214,38 @@ def test_a_corpus_manifest_row_names_a_clip_to_dub(tmp_path):
     assert dub.media_path("/videos/face.mp4") == Path("/videos/face.mp4")
     with pytest.raises(InputError, match="has 2 clips, no clip 5"):
         dub.media_path(f"{manifest}:5")
+
+
+def write_audio(path, samples: np.ndarray, sample_rate: int, codec: str) -> None:
+    """An audio-only file (wav, mp3, m4a) of mono float samples, written with PyAV."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=sample_rate, layout="mono")
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono",
+                                      rate=sample_rate, frame_size=stream.frame_size or 1024)
+        frame = av.AudioFrame.from_ndarray(samples[None].astype(np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate = sample_rate
+        for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(chunk):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("suffix,codec", [(".wav", "pcm_s16le"), (".mp3", "libmp3lame"),
+                                          (".m4a", "aac")])
+def test_wav_mp3_and_m4a_audio_drive_an_odd_sized_photo(grid_samples, clip, tmp_path, suffix,
+                                                        codec):
+    frames, _ = clip
+    photo = tmp_path / "face.jpg"
+    cv2.imwrite(str(photo), cv2.cvtColor(frames[5, :287, :359], cv2.COLOR_RGB2BGR))
+    speech = decode.read_audio(grid_samples / "brbk7n.mpg", 44100)
+    audio = tmp_path / f"speech{suffix}"
+    write_audio(audio, speech, 44100, codec)
+    output = tmp_path / "dubbed.mp4"
+    record = dub.dub("identity", photo, audio, output, options=FAST)
+    count, fps, has_audio, made = read_back(output)
+    assert has_audio and abs(count / fps - record["audio_seconds"]) <= 1 / fps
+    assert abs(record["audio_seconds"] - len(speech) / 44100) < 0.1  # mp3/aac pad a little
+    assert made.shape[1:3] == (288, 360)  # yuv420p needs even sizes: one edge row/column added
+    assert record["coverage"]["output_frames_dubbed"] == count
