@@ -46,13 +46,13 @@ class Option:
             return None
         if self.kind is list:
             if not isinstance(value, list | tuple):
-                return f"must be a list, not {value!r}"
+                return self._expected(value)
             if self.length is not None and len(value) != self.length:
-                return f"must be a list of {self.length} numbers, not {value!r}"
+                return f"must be a list of {self.length} numbers"
             for item in value:
                 problem = self._number_problem(item)
                 if problem:
-                    return f"item {item!r} {problem}"
+                    return f"item {item!r}: {problem}"
             return None
         if self.kind in (int, float):
             return self._number_problem(value)
@@ -65,7 +65,7 @@ class Option:
         if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
             return self._expected(value, "an integer" if integer else "a number")
         if not math.isfinite(value):
-            return f"must be finite, not {value!r}"
+            return "must be finite"
         if self.minimum is not None and value < self.minimum:
             return f"must be at least {self.minimum:g}"
         if self.above is not None and value <= self.above:
@@ -77,7 +77,7 @@ class Option:
     def _expected(self, value: Any, kind: str | None = None) -> str:
         wanted = [kind or _KINDS.get(self.kind, self.kind.__name__)]
         wanted += [repr(c) for c in self.choices]
-        return f"must be {' or '.join(wanted)}, not {value!r}"
+        return f"must be {' or '.join(wanted)}, not a {type(value).__name__}"
 
 
 def defaults(table: Mapping[str, Option]) -> dict:
@@ -94,7 +94,7 @@ def check(table: Mapping[str, Option], values: Mapping[str, Any], where: str) ->
     for name, value in values.items():
         problem = table[name].problem(value)
         if problem:
-            raise LipsyncError(f"{where}.{name}: {value!r} {problem}")
+            raise LipsyncError(f"{where}.{name}: {value!r}: {problem}")
 
 
 def resolve(table: Mapping[str, Option], values: Mapping[str, Any] | None, where: str) -> dict:
