@@ -16,6 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from lipsync import cli, dub
 from lipsync.data import decode, detectors
 from lipsync.data import faces as face_tracks
+from lipsync.errors import LipsyncError
 from lipsync.media import write_video
 from lipsync.videos import score_videos
 
@@ -159,3 +160,13 @@ def test_an_external_system_in_the_config_is_scored_and_read_by_the_tables(tmp_p
     assert "results/metrics/external-wav2lip/summary.json" in result.stdout.split(
         "rule tables:", 1)[1].split("output:", 1)[0]
     assert "dub --generator results/train/lipgan-small/generator.pt" in result.stdout
+
+
+def test_generated_frames_can_be_cropped_at_their_own_detected_boxes(reference, tmp_path):
+    options = {**PIXELS, "videos": {"boxes": "own"}}
+    summary = score_videos(reference, reference, tmp_path / "own", options=options)
+    scores = pd.read_csv(tmp_path / "own" / "scores.tsv", sep="\t")
+    assert (scores["ssim"] == 1).all()  # the same video gives the same detections
+    assert summary["preprocessing"]["videos"]["boxes"] == "own"
+    with pytest.raises(LipsyncError, match="videos.boxes"):
+        score_videos(reference, reference, tmp_path / "bad", options={"videos": {"boxes": "x"}})
