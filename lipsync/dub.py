@@ -227,7 +227,7 @@ def _read_audio(audio: str | os.PathLike, sample_rate: int, mux_rate: int
 def _blended_frames(frames: np.ndarray, source_of_frame: np.ndarray, face_of_frame: np.ndarray,
                     generated: np.ndarray, boxes: np.ndarray, feather: float, timer: Timer):
     """Output frames in order, made as the encoder asks for them (never all in memory)."""
-    for k in range(len(source_of_frame)):
+    for k in progress(range(len(source_of_frame)), desc="dub blend+encode", unit="frame"):
         since = time.perf_counter()
         frame = frames[source_of_frame[k]]
         if face_of_frame[k] >= 0:
