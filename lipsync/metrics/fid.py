@@ -19,6 +19,7 @@ from unittest import mock
 import numpy as np
 import torch
 
+from lipsync.device import pick_device
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import sha256_file
 from lipsync.logs import get_logger
@@ -158,10 +159,6 @@ def build_inception(options: dict | None, device: torch.device | str = "cpu") ->
     return model.eval().to(device)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def features(images: np.ndarray, model: torch.nn.Module, device: torch.device | str,
              batch_size: int = 50) -> np.ndarray:
     """Inception features (float32 N x dims) of uint8 N x H x W x 3 RGB images, in order."""
@@ -216,7 +213,7 @@ def image_features(batches_of_images: Iterable[np.ndarray], total: int, options:
                    model: torch.nn.Module | None = None) -> np.ndarray:
     """Features of a stream of uint8 image batches (sample order kept)."""
     s = settings(options)
-    device = torch.device(device) if device is not None else default_device()
+    device = pick_device(device if device is not None else "auto")
     model = model if model is not None else build_inception(s, device)
     out = []
     with progress(total=total, desc=desc, unit="img") as bar:

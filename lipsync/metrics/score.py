@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lipsync.device import pick_device
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import atomic_path, write_json, write_tsv
 from lipsync.logs import get_logger
@@ -43,12 +44,6 @@ NA = "n/a"
 
 def settings(options: dict | None) -> dict:
     return {**DEFAULTS, **(options or {})}
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def protocol_key(record: dict) -> str:
