@@ -403,6 +403,7 @@ def _agreement_arguments(parser):
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--heat-map", required=True)
     parser.add_argument("--strip", required=True)
+    parser.add_argument("--progress", default=None, help="metrics over training (PNG)")
     _add_options(parser)
 
 
@@ -413,7 +414,8 @@ def _agreement(args):
 
     agreement.write_agreement(args.summaries, args.output_dir, heat_map_png=args.heat_map,
                               strip_png=args.strip, test_set=args.test_set,
-                              generated_paths=args.generated, options=args.options)
+                              generated_paths=args.generated, progress_png=args.progress,
+                              options=args.options)
 
 
 # --- entry point --------------------------------------------------------------------------------

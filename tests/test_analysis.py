@@ -136,7 +136,8 @@ def test_agreement_writes_tables_paragraph_heat_map_and_strip(scored_systems):
     folder, test_path, paths, summaries = scored_systems
     out = agreement.write_agreement(summaries, folder / "tables", heat_map_png=folder / "h.png",
                                     strip_png=folder / "strip.png", test_set=test_path,
-                                    generated_paths=paths, options={"resamples": 50})
+                                    generated_paths=paths, progress_png=folder / "p.png",
+                                    options={"resamples": 50})
     correlations = pd.read_csv(folder / "tables" / "correlations.csv")
     assert set(correlations["run"]) == {"lipgan-full", "l1wgan_gp-full"}
     assert set(correlations["level"]) == {"frame", "clip"}
@@ -145,3 +146,20 @@ def test_agreement_writes_tables_paragraph_heat_map_and_strip(scored_systems):
     assert out["pair"] == ("ssim", "psnr")
     assert "Kendall tau" in (folder / "tables" / "agreement.md").read_text()
     assert (folder / "strip.png").stat().st_size > 0 and (folder / "h.png").stat().st_size > 0
+
+
+def test_progress_follows_each_metric_of_a_run_over_its_snapshots(tmp_path):
+    from lipsync.analysis import progress
+
+    def summary(run, samples, ssim):
+        return {"run": run, "trained_samples": samples, "metric_order": ["ssim"],
+                "metrics": {"ssim": {"columns": {"ssim": {
+                    "value": ssim, "ci_low": ssim - 0.01, "ci_high": ssim + 0.01,
+                    "higher_is_better": True}}}}}
+
+    summaries = [summary("identity", 0, 0.8), summary("lipgan-full@1", 48, 0.7),
+                 summary("lipgan-full", 96, 0.9), summary("defect-blur-2", 0, 0.5)]
+    rows = progress.progress_figure(summaries, tmp_path / "p.png")
+    assert rows[["run", "trained_samples", "value"]].values.tolist() == [
+        ["lipgan-full", 48, 0.7], ["lipgan-full", 96, 0.9]]
+    assert (tmp_path / "p.png").stat().st_size > 0

@@ -196,9 +196,10 @@ def disagreement_strip(test_set, generated, scores: pd.DataFrame, pair: tuple[st
 
 def write_agreement(summary_paths: list, output_dir: str | os.PathLike, *,
                     heat_map_png, strip_png, test_set, generated_paths: list,
-                    options: dict | None = None) -> dict:
+                    progress_png=None, options: dict | None = None) -> dict:
     """agreement.md (tables and paragraph), correlations.csv, ranking.csv, the heat map and the
-    disagreement strip (from `generated_paths`, generated/{system}.h5, of the first trained run).
+    disagreement strip (from `generated_paths`, generated/{system}.h5, of the first trained run)
+    and, when `progress_png` is given, every metric against training samples (snapshots).
     Scores are read beside each summary (scores.tsv, clips.tsv)."""
     s = {**DEFAULTS, **(options or {})}
     summaries = tables.load_summaries(summary_paths)
@@ -229,6 +230,10 @@ def write_agreement(summary_paths: list, output_dir: str | os.PathLike, *,
     else:
         _placeholder(strip_png, "no trained run with two frame metrics")
     heat_map(correlations, heat_map_png)
+    if progress_png is not None:
+        from lipsync.analysis.progress import progress_figure
+
+        progress_figure(summaries, progress_png)
     shown_ranking = ranking.copy()
     for column in ("kendall_tau", "ci_low", "ci_high"):
         shown_ranking[column] = shown_ranking[column].map(lambda v: f"{v:.2f}")

@@ -214,6 +214,7 @@ def score_run(generated: str | os.PathLike, test_set: str | os.PathLike,
                 except Exception as error:  # noqa: BLE001
                     slot.fail("computing the result", error)
         run, model, checkpoint = output.run, output.model, output.checkpoint
+        trained_samples = output.trained_samples
         frame_table, clip_table = _tables(slots, samples, n)
         members = bootstrap.clip_members(samples)
         metric_summaries = {slot.metric.name: _summarize(slot, frame_table, clip_table, members,
@@ -226,6 +227,7 @@ def score_run(generated: str | os.PathLike, test_set: str | os.PathLike,
     write_tsv(clips_tsv, clip_table)
     summary = {
         "run": run, "model": model, "checkpoint": checkpoint, "generated": str(generated),
+        "trained_samples": trained_samples,
         "test_set": str(test_set), "n_samples": n, "n_clips": len(clip_table),
         "metrics": metric_summaries,
         "metric_order": [slot.metric.name for slot in slots],

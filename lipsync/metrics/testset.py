@@ -212,6 +212,8 @@ class GeneratedSet:
         self.run = Path(path).stem  # generated/{run}.h5: the file name is the run wildcard
         self.model = str(attrs.get("model", ""))
         self.checkpoint = str(attrs.get("checkpoint", ""))
+        # Samples the generator had trained on (0 for baselines and defect sets).
+        self.trained_samples = int(attrs.get("trained_samples", 0))
 
     def __enter__(self) -> GeneratedSet:
         return self

@@ -137,8 +137,10 @@ def metrics_table(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def paper_table(summaries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper's table beside ours: FID, SSIM mean and PSNR mean of the runs trained on
-    GRIDFull (the paper's setting) plus identity, and the published values in their own block."""
-    ours = [s for s in summaries if s["run"] in (REAL, IDENTITY) or s["run"].endswith("-full")]
+    GRIDFull (the paper's setting), the baselines and external systems, and the published values
+    in their own block."""
+    ours = [s for s in summaries if s["run"] in (REAL, IDENTITY) or s["run"].endswith("-full")
+            or s["run"].startswith("external-")]
     rows, shown_rows = [], []
     for s in ours:
         row = {"source": OURS, "run": s["run"], "model": s.get("model", "")}

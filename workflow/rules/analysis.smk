@@ -83,6 +83,11 @@ rule agreement:
             caption="../report/disagreement.rst",
             category="Metric agreement",
         ),
+        progress=report(
+            "results/figures/progress.png",
+            caption="../report/progress.rst",
+            category="Metric agreement",
+        ),
     log:
         "results/logs/agreement.log",
     conda:
@@ -95,4 +100,5 @@ rule agreement:
         "lipsync --log-file {log:q} agreement --summaries {input.summaries:q}"
         " --generated {input.generated:q} --test-set {input.test_set:q}"
         " --output-dir {params.output_dir:q} --heat-map {output.heat_map:q}"
-        " --strip {output.strip:q} --options {params.options:q}"
+        " --strip {output.strip:q} --progress {output.progress:q}"
+        " --options {params.options:q}"
