@@ -20,8 +20,12 @@ import pytest
 import yaml
 from test_workflow import planned_jobs
 
+from lipsync.generate import BASELINES
+from lipsync.report.tables import TABLES
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = "config/demo.yaml"
+PREPROCESSING = {"synthesize", "scan_local", "faces", "mels", "splits", "pack"}
 pytestmark = pytest.mark.slow
 
 
@@ -78,14 +82,16 @@ def test_demo_runs_the_whole_dag(demo):
     with h5py.File(results / "datasets" / "test.h5") as test_set:
         n_samples = len(test_set["samples/crop"])
         assert (test_set["samples/reference"][:] >= 0).all()
-    for run in ("lipgan-small", "lipgan-full", "l1wgan_gp-full", "wgan_gp-full"):
+    runs = ("lipgan-small", "lipgan-full", "l1wgan_gp-full", "wgan_gp-full")
+    for run in runs:
         assert (results / "train" / run / "generator.pt").exists()
-    for run in ("identity", "lipgan-small", "lipgan-full", "l1wgan_gp-full", "wgan_gp-full"):
+    for run in (*BASELINES, *runs):
         with h5py.File(results / "generated" / f"{run}.h5") as generated:
             assert generated["faces"].shape == (n_samples, 96, 96, 3)
         summary = json.loads((results / "metrics" / run / "summary.json").read_text())
         assert summary
-    for table in ("fid", "ssim_psnr", "dataset_impact"):
+    assert (results / "tables" / "summary.md").stat().st_size > 0
+    for table in TABLES:
         for extension in ("csv", "md", "tex"):
             assert (results / "tables" / f"{table}.{extension}").stat().st_size > 0
     assert (results / "figures" / "qualitative.png").stat().st_size > 0
@@ -95,7 +101,7 @@ def test_demo_runs_the_whole_dag(demo):
 def test_report_collects_tables_and_figures(demo):
     run_snakemake(demo, "--report", "report.html", timeout=300)
     html = (demo / "report.html").read_text(errors="replace")
-    assert "qualitative.png" in html and "fid.md" in html
+    assert "qualitative.png" in html and f"{TABLES[0]}.md" in html
 
 
 # --- incremental reruns --------------------------------------------------------------------------
@@ -114,7 +120,8 @@ def _extra_config(project: Path, name: str, values: dict) -> str:
 def test_a_training_setting_plans_only_that_model_and_what_follows(demo):
     extra = _extra_config(demo, "n_critic", {"training": {"models": {"l1wgan_gp": {"n_critic": 3}}}})
     jobs = plan(demo, configfiles=(DEMO, extra))
-    assert jobs == {"train": 1, "generate": 1, "score": 1, "tables": 1, "figures": 1, "all": 1}
+    assert jobs["train"] == jobs["generate"] == jobs["score"] == 1
+    assert not set(jobs) & PREPROCESSING and "metric_reference" not in jobs
 
 
 def test_face_padding_plans_faces_and_downstream_but_no_download(demo):
@@ -122,14 +129,9 @@ def test_face_padding_plans_faces_and_downstream_but_no_download(demo):
     jobs = plan(demo, configfiles=(DEMO, extra))
     assert "synthesize" not in jobs and "mels" not in jobs
     assert jobs["faces"] == 4  # two speakers x two shards
-    assert jobs["pack"] == 3 and jobs["train"] == 4 and jobs["score"] == 5
-    assert jobs["splits"] == 1 and jobs["fid_reference"] == 1
-
-
-def test_a_new_s3fd_download_address_plans_no_faces_job(demo):
-    # Only the download rule reads the address; the demo's OpenCV faces need no weights at all.
-    extra = _extra_config(demo, "s3fd_url", {"faces": {"s3fd_url": "https://example.org/s3fd.pth"}})
-    assert plan(demo, configfiles=(DEMO, extra)) == {}
+    assert jobs["pack"] == 3 and jobs["train"] == 4
+    assert jobs["generate"] == len(BASELINES) + 4 and jobs["score"] >= jobs["generate"]
+    assert jobs["splits"] == 1 and jobs["metric_reference"] >= 1
 
 
 def _plan_after_editing(project: Path, module: str) -> dict[str, int]:
@@ -147,7 +149,9 @@ def test_an_edited_module_plans_the_jobs_that_run_it_and_their_dependents(demo):
     assert jobs["mels"] == 4
     assert "faces" not in jobs and "synthesize" not in jobs
     assert jobs["splits"] == 1 and jobs["pack"] == 3 and jobs["train"] == 4
-    assert _plan_after_editing(demo, "report/tables.py") == {"tables": 1, "all": 1}
+    jobs = _plan_after_editing(demo, "report/tables.py")
+    assert jobs["tables"] == 1
+    assert not set(jobs) & (PREPROCESSING | {"train", "generate", "score"})
 
 
 def test_one_more_speaker_plans_only_its_preprocessing_and_the_aggregates(demo):
@@ -158,11 +162,13 @@ def test_one_more_speaker_plans_only_its_preprocessing_and_the_aggregates(demo):
 
 
 @pytest.fixture(scope="module")
-def local_corpus(demo, tmp_path_factory) -> tuple[Path, str]:
-    """The demo's synthetic clips as a `local` corpus (mirror layout), preprocessed once."""
+def local_corpus(tmp_path_factory) -> tuple[Path, str]:
+    """The demo's synthetic clips as a `local` corpus (mirror layout), preprocessed up to the
+    datasets once (no training or scoring: the preprocessing tests need none)."""
     project = _copy_project(tmp_path_factory.mktemp("local") / "project")
+    run_snakemake(project, "results/corpus/s1.tsv", "results/corpus/s2.tsv", timeout=300)
     corpus = project.parent / "corpus"
-    shutil.copytree(demo / "results" / "corpus" / "synthetic", corpus)
+    shutil.copytree(project / "results" / "corpus" / "synthetic", corpus)
     extra = _extra_config(project, "local", {"data": {"source": "local",
                                                       "local": {"root": str(corpus)}}})
     targets = [f"results/datasets/{split}.h5" for split in ("small", "full", "test")]
@@ -189,6 +195,16 @@ def test_one_more_clip_plans_only_its_speakers_preprocessing_and_the_aggregates(
     assert jobs["scan_local"] == 1
     assert jobs["faces"] == jobs["mels"] == 3
     assert jobs["splits"] == 1 and jobs["pack"] == 3
+
+
+def test_a_new_s3fd_download_address_plans_no_faces_job(local_corpus):
+    # Only the download rule reads the address; the demo's OpenCV faces need no weights at all.
+    project, extra = local_corpus
+    url = _extra_config(project, "s3fd_url", {"faces": {"s3fd_url": "https://example.org/s.pth"}})
+    targets = [f"results/datasets/{split}.h5" for split in ("small", "full", "test")]
+    assert plan(project, *targets, configfiles=(DEMO, extra, url)) == {}
+    padding = _extra_config(project, "padding", {"faces": {"padding": {"top": 0.1}}})
+    assert plan(project, *targets, configfiles=(DEMO, extra, padding))["faces"] == 4
 
 
 def test_a_clip_replaced_in_place_plans_only_its_shard_and_the_aggregates(local_corpus):
