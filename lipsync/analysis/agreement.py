@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from lipsync.io import atomic_path, write_text  # noqa: E402
+from lipsync.io import write_text  # noqa: E402
 from lipsync.logs import get_logger  # noqa: E402
 from lipsync.metrics.testset import GeneratedSet, TestSet  # noqa: E402
-from lipsync.report import tables  # noqa: E402
+from lipsync.report import figures, tables  # noqa: E402
 
 log = get_logger(__name__)
 
@@ -139,14 +139,10 @@ def paragraph(correlations: pd.DataFrame, ranking: pd.DataFrame) -> str:
 def heat_map(correlations: pd.DataFrame, output_png: str | os.PathLike) -> None:
     """One Spearman matrix per (run, level)."""
     groups = list(correlations.groupby(["run", "level"], sort=False))
-    n = max(1, len(groups))
-    n_columns = min(4, n)
-    n_rows = -(-n // n_columns)
-    figure, axes = plt.subplots(n_rows, n_columns, figsize=(3.8 * n_columns, 3.4 * n_rows),
-                                dpi=100, squeeze=False)
-    for axis in axes.flat:
+    figure, axes = figures.panels(len(groups), 3.8, 3.4, per_row=4)
+    for axis in axes:
         axis.set_axis_off()
-    for axis, ((run, level), group) in zip(axes.flat, groups, strict=False):
+    for axis, ((run, level), group) in zip(axes, groups, strict=False):
         names = list(dict.fromkeys(list(group["a"]) + list(group["b"])))
         matrix = np.eye(len(names))
         for row in group.itertuples():
@@ -160,10 +156,8 @@ def heat_map(correlations: pd.DataFrame, output_png: str | os.PathLike) -> None:
             axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6)
         axis.set_title(f"{run} ({level})", fontsize=8)
     if groups:
-        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="Spearman")
-    with atomic_path(output_png) as tmp:
-        figure.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(figure)
+        figure.colorbar(image, ax=axes, shrink=0.6, label="Spearman")
+    figures.save(figure, output_png)
 
 
 def disagreement_strip(test_set, generated, scores: pd.DataFrame, pair: tuple[str, str],
@@ -188,9 +182,7 @@ def disagreement_strip(test_set, generated, scores: pd.DataFrame, pair: tuple[st
     figure.suptitle(f"{Path(generated).stem}: frames where {pair[0]} and {pair[1]} disagree most "
                     "(top: real, bottom: generated)", fontsize=8)
     figure.tight_layout()
-    with atomic_path(output_png) as tmp:
-        figure.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(figure)
+    figures.save(figure, output_png)
     return picks.tolist()
 
 
@@ -249,8 +241,6 @@ def write_agreement(summary_paths: list, output_dir: str | os.PathLike, *,
 def _placeholder(path, message: str) -> None:
     figure = plt.figure(figsize=(4, 1), dpi=100)
     figure.text(0.5, 0.5, message, ha="center", va="center", fontsize=9)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(figure)
+    figures.save(figure, path)
 
 

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from lipsync.io import atomic_path  # noqa: E402
-from lipsync.report import tables  # noqa: E402
+from lipsync.report import figures, tables
 
 
 def progress_rows(summaries: list[dict]) -> pd.DataFrame:
@@ -35,15 +29,10 @@ def progress_rows(summaries: list[dict]) -> pd.DataFrame:
 def progress_figure(summaries: list[dict], output_png: str | os.PathLike) -> pd.DataFrame:
     rows = progress_rows(summaries).dropna(subset=["value"])
     columns = list(dict.fromkeys(rows["column"])) or ["(no trained run)"]
-    n_columns = min(4, len(columns))
-    n_rows = -(-len(columns) // n_columns)
-    figure, axes = plt.subplots(n_rows, n_columns, figsize=(4 * n_columns, 3.2 * n_rows),
-                                dpi=100, squeeze=False)
-    for axis in axes.flat[len(columns):]:
-        axis.set_axis_off()
+    figure, axes = figures.panels(len(columns), 4, 3.2, per_row=4)
     arrows = {c: "↑" if e.get("higher_is_better") else "↓"
               for _, c, e in tables.metric_columns(summaries)}
-    for axis, column in zip(axes.flat, columns, strict=False):
+    for axis, column in zip(axes, columns, strict=False):
         for run, line in rows[rows["column"] == column].groupby("run"):
             line = line.sort_values("trained_samples")
             axis.plot(line["trained_samples"], line["value"], marker="o", label=run)
@@ -54,9 +43,7 @@ def progress_figure(summaries: list[dict], output_png: str | os.PathLike) -> pd.
         axis.set_xlabel("training samples")
         axis.grid(alpha=0.3)
     if len(rows):
-        axes.flat[0].legend(fontsize=7)
+        axes[0].legend(fontsize=7)
     figure.tight_layout()
-    with atomic_path(output_png) as tmp:
-        figure.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(figure)
+    figures.save(figure, output_png)
     return rows

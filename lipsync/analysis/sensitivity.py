@@ -12,18 +12,13 @@ from __future__ import annotations
 import os
 import re
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lipsync.errors import LipsyncError  # noqa: E402
-from lipsync.io import atomic_path, write_text  # noqa: E402
+from lipsync.io import write_text  # noqa: E402
 from lipsync.logs import get_logger  # noqa: E402
-from lipsync.report import tables  # noqa: E402
+from lipsync.report import figures, tables  # noqa: E402
 
 log = get_logger(__name__)
 
@@ -85,13 +80,8 @@ def sensitivity_figure(normalised: pd.DataFrame, output_png: str | os.PathLike) 
     kinds = list(dict.fromkeys(normalised["kind"]))
     if not kinds:
         raise LipsyncError("no defect sets among the summaries: nothing to plot")
-    n_columns = min(3, len(kinds))
-    n_rows = -(-len(kinds) // n_columns)
-    figure, axes = plt.subplots(n_rows, n_columns, figsize=(4.6 * n_columns, 3.6 * n_rows),
-                                dpi=100, squeeze=False)
-    for axis in axes.flat[len(kinds):]:
-        axis.set_axis_off()
-    for axis, kind in zip(axes.flat, kinds, strict=False):
+    figure, axes = figures.panels(len(kinds), 4.6, 3.6)
+    for axis, kind in zip(axes, kinds, strict=False):
         group = normalised[normalised["kind"] == kind]
         for column, line in group.groupby("column", sort=False):
             line = line.sort_values("strength")
@@ -103,11 +93,9 @@ def sensitivity_figure(normalised: pd.DataFrame, output_png: str | os.PathLike) 
         axis.set_ylabel("normalised change (worse = up)")
         axis.set_ylim(-0.1, 1.1)
         axis.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7, loc="upper left")
+    axes[0].legend(fontsize=7, loc="upper left")
     figure.tight_layout()
-    with atomic_path(output_png) as tmp:
-        figure.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(figure)
+    figures.save(figure, output_png)
 
 
 def write_sensitivity(summary_paths: list[str | os.PathLike], output_dir: str | os.PathLike,

@@ -72,6 +72,24 @@ def _mosaic(rows: list[np.ndarray]) -> np.ndarray:
     return mosaic
 
 
+def panels(count: int, width: float, height: float, per_row: int = 3):
+    """A figure with `count` panels of width x height inches, `per_row` at most per row; the
+    unused cells of the last row are hidden. Returns (figure, the panels' axes)."""
+    count = max(1, count)
+    n_columns = min(per_row, count)
+    n_rows = -(-count // n_columns)
+    figure, axes = plt.subplots(n_rows, n_columns, figsize=(width * n_columns, height * n_rows),
+                                dpi=DPI, squeeze=False)
+    for axis in axes.flat[count:]:
+        axis.set_axis_off()
+    return figure, list(axes.flat[:count])
+
+
+def save(figure, path: str | os.PathLike) -> None:
+    """Write a figure as PNG, atomically, and close it."""
+    _save(figure, path)
+
+
 def _save(figure, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         # No "Software" stamp: the PNG bytes then depend only on the content.
@@ -152,13 +170,8 @@ def distributions_figure(score_paths: list[str | os.PathLike],
     order = _run_order(names)
     names, frames = [names[i] for i in order], [frames[i] for i in order]
     columns = metric_columns(frames)
-    n_columns = min(3, len(columns))
-    n_rows = -(-len(columns) // n_columns)
-    figure, axes = plt.subplots(n_rows, n_columns, figsize=(5 * n_columns, 4.5 * n_rows),
-                                dpi=DPI, squeeze=False)
-    for axis in axes.flat[len(columns):]:
-        axis.set_axis_off()
-    for axis, metric in zip(axes.flat, columns, strict=False):
+    figure, axes = panels(len(columns), 5, 4.5)
+    for axis, metric in zip(axes, columns, strict=False):
         values = [frame[metric].to_numpy(dtype=np.float64) if metric in frame
                   else np.full(len(frame), np.nan) for frame in frames]
         finite = [v[np.isfinite(v)] for v in values]
