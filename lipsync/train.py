@@ -488,22 +488,27 @@ class _LossMeter:
 
     def reset(self) -> None:
         self.sums: dict[str, float] = {}
+        # Per loss: WGAN-GP's generator losses exist only on every n_critic-th batch, so a mean
+        # over all batches would understate them n_critic times.
+        self.counts: dict[str, int] = {}
         self.count = 0
         self.tick = time.perf_counter()
 
     def add(self, values: dict) -> None:
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.count += 1
 
     def record(self, run: _Run, epoch: int, batch_size: int) -> dict:
         elapsed = time.perf_counter() - self.tick
         return {"step": run.step, "samples": run.samples, "epoch": epoch,
                 "samples_per_second": self.count * batch_size / max(elapsed, 1e-9),
-                **{k: v / self.count for k, v in self.sums.items()}}
+                **{k: v / self.counts[k] for k, v in self.sums.items()}}
 
     def postfix(self) -> dict:
-        return {k: f"{v / self.count:.4f}" for k, v in self.sums.items() if k.startswith("g_")}
+        return {k: f"{v / self.counts[k]:.4f}" for k, v in self.sums.items()
+                if k.startswith("g_")}
 
 
 def _log_record(run_dir: Path, writer, record: dict) -> None:
