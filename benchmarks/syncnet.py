@@ -165,10 +165,14 @@ def main() -> None:
     per_run = scores["real"]["seconds"]
     print(f"LSE reference (audio embeddings + real clips): {scores['reference_seconds']:.1f} s "
           f"for {clips} clips = {clips / scores['reference_seconds']:.2f} clips/s")
-    print(f"LSE scoring of one run: {per_run:.1f} s = {clips / per_run:.2f} clips/s")
+    print(f"LSE scoring of one run (width-{args.width[0]} expert): {per_run:.1f} s = "
+          f"{clips / per_run:.2f} clips/s")
     print(f"GRIDTest ({GRID_TEST_CLIPS} clips): reference "
           f"{scores['reference_seconds'] * GRID_TEST_CLIPS / clips / 60:.1f} min once, then "
           f"{per_run * GRID_TEST_CLIPS / clips / 60:.1f} min per run")
+    if not args.seconds:
+        print(f"(the expert trained {args.steps} steps only: the scores below exercise the "
+              "plumbing; --seconds trains one worth reading)")
     for name in ("real", "identity"):
         s = scores[name]
         print(f"{name:>8}: LSE-D {s['lse_d']:.3f}  LSE-C {s['lse_c']:.3f}  "
