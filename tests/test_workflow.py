@@ -49,7 +49,7 @@ def test_paper_config_plans_whole_dag_offline(tmp_path):
     assert jobs["train"] == 4
     # The four runs, the real faces and the identity copy, and the metric rules' probes besides.
     assert jobs["generate"] >= 6 and jobs["score"] >= 6
-    assert sum(jobs.values()) < 400
+    assert sum(jobs.values()) < 1000  # jobs per speaker shard, never per clip (33,000 clips)
 
 
 def test_mistyped_config_key_fails_naming_the_key(tmp_path):
