@@ -29,6 +29,28 @@ PREPROCESSING = {"synthesize", "scan_local", "faces", "mels", "splits", "pack"}
 pytestmark = pytest.mark.slow
 
 
+# The suite's demo: every rule of the README's demo, with less of each (fewer defect sets, CSIM on
+# one frame per clip, the generators' few plumbing steps), so the whole suite stays well inside
+# its time budget on 2 cores. The README's demo itself is config/demo.yaml unchanged.
+SUITE_DEMO = {
+    "training": {"options": {"batch_size": 8, "total_samples": 96, "checkpoint_every_samples": 48,
+                             "validation_every_samples": 48, "validation_samples": 16,
+                             "snapshots": 1},
+                 "models": {"lipgan": {"width": 0.125}, "l1wgan_gp": {"width": 0.125, "n_critic": 2},
+                            "wgan_gp": {"width": 0.125, "n_critic": 2}}},
+    "evaluate": {"csim": {"frames_per_clip": 1}},
+    "analysis": {"defects": {"desync": [2], "blur": [2]}},
+}
+
+
+def _merged(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (_merged(base[key], value) if isinstance(value, dict)
+                    and isinstance(base.get(key), dict) else value)
+    return out
+
+
 def _copy_project(destination: Path) -> Path:
     destination.mkdir(parents=True)
     for name in ("config.yaml", "config", "workflow", "envs", "lipsync"):
@@ -38,6 +60,8 @@ def _copy_project(destination: Path) -> Path:
                             ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, destination / name)
+    demo = destination / DEMO
+    demo.write_text(yaml.safe_dump(_merged(yaml.safe_load(demo.read_text()), SUITE_DEMO)))
     return destination
 
 
@@ -96,6 +120,26 @@ def test_demo_runs_the_whole_dag(demo):
             assert (results / "tables" / f"{table}.{extension}").stat().st_size > 0
     assert (results / "figures" / "qualitative.png").stat().st_size > 0
     assert (results / "figures" / "distributions.png").stat().st_size > 0
+
+
+def test_demo_scores_every_configured_metric_for_every_system(demo):
+    from lipsync.metrics import registry
+
+    config = yaml.safe_load((demo / DEMO).read_text())
+    metrics = [m.name for m in registry.configured(config.get("evaluate"))]
+    systems = [*BASELINES, "lipgan-full", "lipgan-full@1", "defect-desync-2", "defect-blur-2"]
+    for system in systems:
+        summary = json.loads((demo / "results" / "metrics" / system / "summary.json").read_text())
+        assert sorted(summary["metrics"]) == sorted(metrics), system
+        for name, metric in summary["metrics"].items():
+            assert metric["failed"] is None, (system, name, metric["failed"])
+    real = json.loads((demo / "results" / "metrics" / "real" / "summary.json").read_text())
+    assert real["metrics"]["ssim"]["columns"]["ssim"]["value"] == 1.0
+    if "lmd" in metrics:
+        assert real["metrics"]["lmd"]["columns"]["lmd"]["value"] == 0.0
+    for output in ("tables/sensitivity.md", "tables/agreement.md", "figures/sensitivity.png",
+                   "figures/agreement.png", "figures/disagreement.png", "figures/progress.png"):
+        assert (demo / "results" / output).stat().st_size > 0, output
 
 
 def test_report_collects_tables_and_figures(demo):
