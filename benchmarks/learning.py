@@ -97,9 +97,11 @@ def _curve(records: list[dict], per_step: int) -> list[dict]:
 
 
 def _losses(records: list[dict], per_step: int) -> list[dict]:
-    return [{"generator_step": r["step"] // per_step,
-             **{k: r[k] for k in LOSS_KEYS if k in r}}
-            for r in records if "samples_per_second" in r]
+    # A run resumed from a checkpoint logs its steps since that checkpoint again: the last wins.
+    points = {r["step"]: {"generator_step": r["step"] / per_step,
+                          **{k: r[k] for k in LOSS_KEYS if k in r}}
+              for r in records if "samples_per_second" in r}
+    return [points[k] for k in sorted(points)]
 
 
 def figure(results: dict, path: Path) -> None:
