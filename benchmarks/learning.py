@@ -116,23 +116,23 @@ def figure(results: dict, path: Path) -> None:
     identity = results["identity"]
     panels = [(axes[0, 0], "l1", "validation L1"), (axes[0, 1], "ssim", "validation SSIM")]
     for axis, key, title in panels:
-        for run in results["runs"]:
+        for i, run in enumerate(results["runs"]):
             curve = run["curve"]
             axis.plot([p["generator_step"] for p in curve], [p[key] for p in curve], "o-",
-                      label=run["label"])
+                      color=f"C{i}", label=run["label"])
         axis.axhline(identity[key], color="k", linestyle="--", label="identity copy")
         axis.set(title=title, xlabel="generator steps")
     axes[0, 0].legend(fontsize=8)
-    for run in results["runs"]:
+    for i, run in enumerate(results["runs"]):  # one colour per run in every panel
         losses = run["losses"]
         axes[1, 0].plot([p["generator_step"] for p in losses], [p.get("g_l1") for p in losses],
-                        label=run["label"])
+                        color=f"C{i}", label=run["label"])
         if any("wasserstein" in p for p in losses):
             steps = [p["generator_step"] for p in losses]
-            line, = axes[1, 1].plot(steps, [p["wasserstein"] for p in losses],
-                                    label=f"{run['label']}: W estimate")
-            axes[1, 1].plot(steps, [p["gradient_penalty"] for p in losses], ":",
-                            color=line.get_color(), label=f"{run['label']}: GP")
+            axes[1, 1].plot(steps, [p["wasserstein"] for p in losses], color=f"C{i}",
+                            label=f"{run['label']}: W estimate")
+            axes[1, 1].plot(steps, [p["gradient_penalty"] for p in losses], ":", color=f"C{i}",
+                            label=f"{run['label']}: GP")
     axes[1, 0].set(title="training L1 term", xlabel="generator steps", yscale="log")
     axes[1, 1].set(title="critic: Wasserstein estimate, gradient penalty",
                    xlabel="generator steps", yscale="symlog")
@@ -168,9 +168,16 @@ def combine(paths: list[str], output: Path) -> dict:
     table to `output`."""
     parts = [json.loads(Path(path).read_text()) for path in paths]
     results = {**parts[0], "runs": [run for part in parts for run in part["runs"]]}
+
+    def same(settings: dict) -> dict:  # a time limit stops a run; each run says how far it got
+        return {k: v for k, v in settings.items() if k != "max_minutes_per_run"}
+
     for path, part in zip(paths[1:], parts[1:], strict=True):
-        if part["settings"] != parts[0]["settings"] or part["identity"] != parts[0]["identity"]:
+        if (same(part["settings"]) != same(parts[0]["settings"])
+                or part["identity"] != parts[0]["identity"]):
             raise LipsyncError(f"{path}: settings or held-out set differ from {paths[0]}'s")
+    results["settings"]["max_minutes_per_run"] = [p["settings"].get("max_minutes_per_run")
+                                                  for p in parts]
     write_results(results, output)
     return results
 
@@ -232,7 +239,9 @@ def main() -> None:
                         help="generator updates per model (a WGAN-GP step is n_critic batches)")
     parser.add_argument("--models", nargs="+", default=["lipgan", "l1wgan_gp", "wgan_gp"],
                         help="MODEL or MODEL:KEY=VALUE[:KEY=VALUE] (model options)")
-    parser.add_argument("--width", type=float, default=0.25)
+    # 0.5: at 0.125 no model passes the identity copy in 200 generator steps; at 0.5 LipGAN
+    # does (docs/learning.md).
+    parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=16)
     # A thousand steps on CPU: Keras' default Adam rate (1e-3, what LipGAN falls back to without
     # --lr) gets somewhere in them; the paper's 1e-4 needs many more.
