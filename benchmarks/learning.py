@@ -156,7 +156,8 @@ def markdown_table(results: dict) -> str:
                  f"| {i['psnr']:.1f} |")
     for run in results["runs"]:
         f = run["final"]
-        lines.append(f"| {run['label']} | {run['generator_steps']:,} | {run['batches']:,} "
+        short = " (stopped short)" if run["generator_steps"] < s["generator_steps"] else ""
+        lines.append(f"| {run['label']} | {run['generator_steps']:,}{short} | {run['batches']:,} "
                      f"| {run['wall_seconds'] / 60:.0f} | {f['l1']:.4f} | {f['ssim']:.3f} "
                      f"| {f['psnr']:.1f} |")
     return "\n".join(lines) + "\n"
