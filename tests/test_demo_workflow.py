@@ -39,6 +39,8 @@ SUITE_DEMO = {
                  "models": {"lipgan": {"width": 0.125}, "l1wgan_gp": {"width": 0.125, "n_critic": 2},
                             "wgan_gp": {"width": 0.125, "n_critic": 2}}},
     "evaluate": {"csim": {"frames_per_clip": 1}},
+    "syncnet": {"training": {"total_samples": 640, "validation_every_samples": 320,
+                             "checkpoint_every_samples": 320}},
     "analysis": {"defects": {"desync": [2], "blur": [2]}},
 }
 

@@ -24,7 +24,7 @@ MODULES = (
 )
 
 # What `evaluate.metrics` scores when not given (the schema's default is tested equal).
-DEFAULT_METRICS = ("fid", "kid", "ssim", "psnr", "lmd", "csim")
+DEFAULT_METRICS = ("fid", "kid", "ssim", "psnr", "lmd", "csim", "lse")
 
 METRICS: dict[str, type[Metric]] = {}
 _loaded = False
