@@ -33,7 +33,7 @@ DEFAULTS = {"resamples": 1000, "seed": 0, "strip_frames": 6}
 
 def _directions(summaries: list[dict]) -> dict[str, bool]:
     return {column: bool(entry.get("higher_is_better"))
-            for _, column, entry in tables.metric_columns(summaries)}
+            for _, column, entry in tables.metric_columns(summaries, ranked_only=True)}
 
 
 def oriented(frame: pd.DataFrame, directions: dict[str, bool]) -> pd.DataFrame:
@@ -75,7 +75,7 @@ def ranking_agreement(summaries: list[dict], options: dict | None = None) -> pd.
     s = {**DEFAULTS, **(options or {})}
     directions = _directions(summaries)
     values = pd.DataFrame([{column: tables.column_entry(summary, metric, column).get("value")
-                            for metric, column, _ in tables.metric_columns(summaries)}
+                            for metric, column, _ in tables.metric_columns(summaries, ranked_only=True)}
                            for summary in summaries], index=[x["run"] for x in summaries])
     values = oriented(values.astype(np.float64), directions)
     rng = np.random.default_rng([s["seed"], 0x7A0])

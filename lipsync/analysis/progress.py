@@ -17,7 +17,7 @@ def progress_rows(summaries: list[dict]) -> pd.DataFrame:
         if tables.system_order(summary["run"])[0] not in (2, 3):
             continue  # baselines, defect sets and external systems did not train
         run = summary["run"].partition("@")[0]
-        for metric, column, _ in tables.metric_columns(summaries):
+        for metric, column, _ in tables.metric_columns(summaries, ranked_only=True):
             entry = tables.column_entry(summary, metric, column)
             rows.append({"run": run, "trained_samples": summary.get("trained_samples", 0),
                          "column": column, "value": entry.get("value"),
@@ -31,7 +31,7 @@ def progress_figure(summaries: list[dict], output_png: str | os.PathLike) -> pd.
     columns = list(dict.fromkeys(rows["column"])) or ["(no trained run)"]
     figure, axes = figures.panels(len(columns), 4, 3.2, per_row=4)
     arrows = {c: "↑" if e.get("higher_is_better") else "↓"
-              for _, c, e in tables.metric_columns(summaries)}
+              for _, c, e in tables.metric_columns(summaries, ranked_only=True)}
     for axis, column in zip(axes, columns, strict=False):
         for run, line in rows[rows["column"] == column].groupby("run"):
             line = line.sort_values("trained_samples")

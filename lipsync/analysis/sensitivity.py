@@ -27,7 +27,7 @@ _DEFECT = re.compile(r"^defect-(?P<kind>[a-z]+)-(?P<strength>[0-9.eE+-]+)$")
 
 def defect_rows(summaries: list[dict]) -> pd.DataFrame:
     """One row per (defect set, metric column): kind, strength, value, direction."""
-    columns = tables.metric_columns(summaries)
+    columns = tables.metric_columns(summaries, ranked_only=True)
     rows = []
     for summary in summaries:
         match = _DEFECT.match(summary["run"])
@@ -106,7 +106,7 @@ def write_sensitivity(summary_paths: list[str | os.PathLike], output_dir: str | 
     real = next((s for s in summaries if s["run"] == tables.REAL), None)
     real_values = {}
     if real is not None:
-        for metric, column, _ in tables.metric_columns([real]):
+        for metric, column, _ in tables.metric_columns([real], ranked_only=True):
             value = tables.column_entry(real, metric, column).get("value")
             real_values[column] = np.nan if value is None else float(value)
     normalised = normalise(defect_rows(summaries), real_values)

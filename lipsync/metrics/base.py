@@ -35,6 +35,9 @@ class Column:
     higher_is_better: bool
     unit: str = ""
     decimals: int = 4
+    # False for a column that describes another (KID's spread over subsets, the AV offset): the
+    # tables show it, the sensitivity, agreement and progress studies do not rank by it.
+    ranked: bool = True
 
 
 @dataclass

@@ -52,7 +52,7 @@ def kernel_inception_distance(generated: np.ndarray, real: np.ndarray, *, subset
                                         "features (mean over subsets)", higher_is_better=False,
                                  decimals=5),
                           Column("kid_std", "standard deviation of KID over subsets",
-                                 higher_is_better=False, decimals=5)))
+                                 higher_is_better=False, decimals=5, ranked=False)))
 class KID(Metric):
     """KID on FID's Inception features."""
 

@@ -316,7 +316,7 @@ def _summarize(slot: _Slot, frame_table: pd.DataFrame, clip_table: pd.DataFrame,
     for column in metric.columns:
         entry = {"unit": column.unit, "higher_is_better": column.higher_is_better,
                  "description": column.description, "decimals": column.decimals,
-                 "level": metric.level}
+                 "level": metric.level, "ranked": column.ranked}
         if slot.result is None:
             entry.update(value=None, ci_low=None, ci_high=None, reason=slot.failure)
         elif metric.level == "frame":
@@ -324,6 +324,8 @@ def _summarize(slot: _Slot, frame_table: pd.DataFrame, clip_table: pd.DataFrame,
             stats = bootstrap.describe(values)
             low, high = bootstrap.mean_interval(values, members, boot)
             entry.update(value=stats["mean"], ci_low=low, ci_high=high, **stats)
+            if stats["mean"] is None and stats["n_infinite"]:
+                entry["reason"] = "infinite for every frame (identical to the ground truth)"
         elif metric.level == "clip":
             values = clip_table[column.name].to_numpy(dtype=np.float64)
             stats = bootstrap.describe(values)

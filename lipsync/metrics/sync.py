@@ -58,7 +58,7 @@ def lse_columns(prefix: str = "") -> tuple[Column, ...]:
         Column(f"{prefix}lse_c", "LSE-C: median minus minimum of the mean distance over offsets",
                higher_is_better=True, decimals=3),
         Column(f"{prefix}av_offset", "AV offset at the minimum distance (video lag, frames)",
-               higher_is_better=False, unit="frames", decimals=0),
+               higher_is_better=False, unit="frames", decimals=0, ranked=False),
     )
 
 

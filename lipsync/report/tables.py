@@ -65,15 +65,18 @@ def system_order(name: str) -> tuple:
     return rank, name
 
 
-def metric_columns(summaries: list[dict]) -> list[tuple[str, str, dict]]:
-    """(metric, column, description entry) in the configured order, over all summaries."""
+def metric_columns(summaries: list[dict], *, ranked_only: bool = False
+                   ) -> list[tuple[str, str, dict]]:
+    """(metric, column, description entry) in the configured order, over all summaries;
+    `ranked_only` leaves out columns that describe another (KID's spread, the AV offset)."""
     seen: dict[tuple[str, str], dict] = {}
     for summary in summaries:
         order = summary.get("metric_order") or sorted(summary["metrics"])
         for metric in order:
             for column, entry in summary["metrics"].get(metric, {}).get("columns", {}).items():
                 seen.setdefault((metric, column), entry)
-    return [(metric, column, entry) for (metric, column), entry in seen.items()]
+    return [(metric, column, entry) for (metric, column), entry in seen.items()
+            if not ranked_only or entry.get("ranked", True)]
 
 
 def column_entry(summary: dict, metric: str, column: str) -> dict:
