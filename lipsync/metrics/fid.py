@@ -183,8 +183,9 @@ def statistics(feature_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
-                     sigma2: np.ndarray) -> float:
-    """pytorch-fid's Fréchet distance between two Gaussians."""
+                     sigma2: np.ndarray, *, report_warnings: bool = True) -> float:
+    """pytorch-fid's Fréchet distance between two Gaussians (its numerical warnings logged unless
+    `report_warnings` is false: bootstrap resamples repeat the point estimate's warning)."""
     from pytorch_fid.fid_score import calculate_frechet_distance
 
     with warnings.catch_warnings(record=True) as caught:
@@ -193,7 +194,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
             distance = float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
         except ValueError as error:
             raise LipsyncError(f"Fréchet distance failed: {error}") from None
-    for warning in caught:
+    for warning in caught if report_warnings else ():
         # pytorch-fid passes sqrtm(disp=False), deprecated in SciPy 1.17: noise, not a finding.
         if not (issubclass(warning.category, DeprecationWarning) and "disp" in str(warning.message)):
             log.warning("Fréchet distance: %s", warning.message)
@@ -289,4 +290,4 @@ class FID(Metric):
         real = self.context.reference["features"][samples]
         mu, sigma = statistics(self.features[samples])
         mu_real, sigma_real = statistics(real)
-        return {"fid": frechet_distance(mu, sigma, mu_real, sigma_real)}
+        return {"fid": frechet_distance(mu, sigma, mu_real, sigma_real, report_warnings=False)}
