@@ -54,11 +54,19 @@ def _corpus_arguments(parser):
     _add_options(parser)
 
 
-@command("download-grid", "download one GRID speaker, verify and unpack it")(_corpus_arguments)
+def _download_grid_arguments(parser):
+    _corpus_arguments(parser)
+    parser.add_argument("--transfer", type=_options, default={},
+                        help="retries and timeout_seconds as JSON (how, not what, to download)")
+
+
+@command("download-grid", "download one GRID speaker, verify and unpack it")(
+    _download_grid_arguments)
 def _download_grid(args):
     from lipsync.data import grid
 
-    grid.download_speaker(args.speaker, args.root, args.manifest, **args.options)
+    grid.download_speaker(args.speaker, args.root, args.manifest,
+                          **{**args.options, **args.transfer})
 
 
 @command("scan-local", "list one speaker's clips in a GRID folder already on disk")(_corpus_arguments)

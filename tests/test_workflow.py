@@ -52,6 +52,18 @@ def test_paper_config_plans_whole_dag_offline(tmp_path):
     assert sum(jobs.values()) < 1000  # jobs per speaker shard, never per clip (33,000 clips)
 
 
+def test_download_retries_are_not_a_param_so_changing_them_downloads_nothing_again(tmp_path):
+    result = snakemake("results/corpus/s1.tsv", "-n", "--cores", "1", "--directory",
+                       str(tmp_path), "--snakefile", str(SNAKEFILE), "--configfile",
+                       str(REPO / "config.yaml"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    (command,) = [c for c in shell_commands(result.stdout) if "download-grid" in c]
+    options = json.loads(command[command.index("--options") + 1])
+    assert "retries" not in options and "timeout_seconds" not in options
+    assert json.loads(command[command.index("--transfer") + 1]) == {"retries": 5,
+                                                                    "timeout_seconds": 120}
+
+
 def test_mistyped_config_key_fails_naming_the_key(tmp_path):
     config = tmp_path / "typo.yaml"
     config.write_text(yaml.safe_dump({"faces": {"paddding": {"top": 0.1}}}))

@@ -9,6 +9,10 @@ localrules:
 
 
 if SOURCE == "grid":
+    # How to transfer (retries, time-outs) is not a param: changing it must not re-download GRID.
+    GRID_TRANSFER = json.dumps(
+        {key: config["data"]["grid"][key] for key in ("retries", "timeout_seconds")}
+    )
 
     localrules:
         download_grid,
@@ -24,7 +28,8 @@ if SOURCE == "grid":
         params:
             root=corpus_root(),
             options=lambda w: options(
-                **config["data"]["grid"],
+                base_url=config["data"]["grid"]["base_url"],
+                mirror_url=config["data"]["grid"]["mirror_url"],
                 audio=config["data"]["audio"],
                 max_clips_per_speaker=config["data"]["max_clips_per_speaker"],
             ),
@@ -32,6 +37,7 @@ if SOURCE == "grid":
         shell:
             "lipsync --log-file {log:q} download-grid --speaker {wildcards.speaker} --root {params.root:q}"
             " --manifest {output.manifest:q} --options {params.options:q}"
+            " --transfer {GRID_TRANSFER:q}"
 
 elif SOURCE == "local":
 
