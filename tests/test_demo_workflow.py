@@ -63,7 +63,9 @@ def _copy_project(destination: Path) -> Path:
         else:
             shutil.copy2(source, destination / name)
     demo = destination / DEMO
-    demo.write_text(yaml.safe_dump(_merged(yaml.safe_load(demo.read_text()), SUITE_DEMO)))
+    config = _merged(yaml.safe_load(demo.read_text()), SUITE_DEMO)
+    config["analysis"]["defects"] = SUITE_DEMO["analysis"]["defects"]  # these kinds only
+    demo.write_text(yaml.safe_dump(config))
     return destination
 
 
