@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 from slurm_cluster import SlurmCluster, unavailable_reason
 
 pytestmark = pytest.mark.slurm
@@ -154,6 +155,11 @@ def copy_workflow(destination: Path) -> Path:
         shutil.copytree(REPO / name, destination / name)
     # The rules hash package sources for their params; jobs import the installed package.
     (destination / "lipsync").symlink_to(REPO / "lipsync")
+    # Plumbing-length training (the demo's own trains for minutes at width 0.5).
+    (destination / "suite.yaml").write_text(yaml.safe_dump({"training": {
+        "options": {"total_samples": 96, "checkpoint_every_samples": 48,
+                    "validation_every_samples": 48},
+        "models": {"lipgan": {"width": 0.125}}}}))
     return destination
 
 
@@ -171,7 +177,7 @@ def test_demo_training_through_slurm_matches_a_local_run(cluster, tmp_path):
     through the repository's SLURM profile; a local run of the same target runs alongside."""
     slurm_dir = copy_workflow(tmp_path / "slurm")
     local_dir = copy_workflow(tmp_path / "local")
-    target = [TRAINED, "--configfile", "config/demo.yaml"]
+    target = [TRAINED, "--configfile", "config/demo.yaml", "suite.yaml"]
     # The local run uses the CPUs the SLURM jobs idle away waiting for status checks. --cores 4
     # gives each rule the threads it gets as a SLURM job (--cpus-per-task), so both runs train
     # with the same number of DataLoader workers.
