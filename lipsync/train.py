@@ -451,11 +451,14 @@ def publish_snapshots(run_dir: Path, total_samples: int, snapshots: int,
 
 
 def _snapshot(run: _Run, nets: _Networks) -> None:
-    """Export the generator when this batch crossed a snapshot point (a resumed run that already
-    wrote it leaves the file as it is)."""
+    """Export the generator at each snapshot point this run has reached and not yet written.
+
+    A run resumed past a point it never wrote (its length changed) writes that snapshot at the
+    first batch after resuming; the file records the samples it really had.
+    """
     o = run.o
     for k, at in enumerate(snapshot_samples(o["total_samples"], o["snapshots"]), start=1):
-        if run.samples - o["batch_size"] < at <= run.samples:
+        if at <= run.samples:
             path = snapshot_path(run.run_dir, k, at)
             if not path.exists():
                 export_generator(path, nets.generator, run.model, run.model_options, run.config,

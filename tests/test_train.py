@@ -170,3 +170,13 @@ def test_snapshots_are_generators_at_fractions_of_training_kept_after_pruning(tm
         assert info["samples"] == at and info["model"] == "lipgan"
     with pytest.raises(LipsyncError, match="snapshot 1 is missing"):
         publish_snapshots(tmp_path / "run", 30, 2, tmp_path / "other")  # another schedule
+
+
+def test_a_run_resumed_past_a_snapshot_point_it_never_wrote_writes_it_late(tmp_path):
+    from lipsync.checkpoint import load_generator
+    from lipsync.train import publish_snapshots
+
+    train(tmp_path / "run", 16, snapshots=0)  # a run whose length then changes
+    train(tmp_path / "run", 24, snapshots=2)  # points at 8 and 16 are already behind it
+    (first, second) = publish_snapshots(tmp_path / "run", 24, 2, tmp_path / "progress")
+    assert load_generator(first)[1]["samples"] == load_generator(second)[1]["samples"] == 20
