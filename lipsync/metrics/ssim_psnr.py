@@ -31,10 +31,10 @@ _GPU_CHUNK = 1024
 
 
 def settings(options: dict | None) -> dict:
-    """The evaluate.ssim_psnr options with the schema's defaults filled in."""
+    """The evaluate.ssim or evaluate.psnr options with the defaults filled in, checked."""
     merged = {**DEFAULTS, **(options or {})}
     if merged["backend"] not in ("torch", "skimage"):
-        raise LipsyncError(f"evaluate.ssim_psnr.backend must be torch or skimage, "
+        raise LipsyncError(f"evaluate.ssim / evaluate.psnr: backend must be torch or skimage, "
                            f"not {merged['backend']!r}")
     return merged
 
