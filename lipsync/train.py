@@ -243,6 +243,7 @@ def _train(run: _Run, train_set, validation_set) -> dict:
         if validation is not None and run.main:
             last_validation = _validate(run, nets, validation, writer)
         if run.main:
+            _snapshot(run, nets)  # a run resumed at or past its end trains no batch
             export_generator(run.output, nets.generator, run.model, run.model_options,
                              run.config, run.step, run.samples, validation=last_validation)
             log.info("trained %s for %d samples; generator written to %s", run.model,

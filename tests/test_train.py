@@ -180,3 +180,7 @@ def test_a_run_resumed_past_a_snapshot_point_it_never_wrote_writes_it_late(tmp_p
     train(tmp_path / "run", 24, snapshots=2)  # points at 8 and 16 are already behind it
     (first, second) = publish_snapshots(tmp_path / "run", 24, 2, tmp_path / "progress")
     assert load_generator(first)[1]["samples"] == load_generator(second)[1]["samples"] == 20
+    # Resumed past its (shortened) end: no batch runs, the snapshot is still written.
+    train(tmp_path / "run", 8, snapshots=1)
+    (only,) = publish_snapshots(tmp_path / "run", 8, 1, tmp_path / "short")
+    assert load_generator(only)[1]["samples"] == 24
