@@ -140,6 +140,13 @@ def test_lse_inputs_name_the_expert_file_so_the_workflow_trains_it_first():
     assert registry.input_files(options) == ["results/syncnet/expert.pt"]
 
 
+def test_public_lse_inputs_list_the_weights_and_each_speakers_manifest():
+    options = {"metrics": ["lse_public"], "lse_public": {"weights": "w/syncnet_v2.model"}}
+    assert registry.input_files(options, ["s1", "s2"]) == [
+        "w/syncnet_v2.model", "results/corpus/s1.tsv", "results/corpus/s2.tsv"]
+    assert registry.input_files({"metrics": ["lse_public"]}, ["s1"]) == []
+
+
 def test_schema_sections_have_the_modules_defaults():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     evaluate = schema["properties"]["evaluate"]["properties"]

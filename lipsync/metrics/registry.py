@@ -9,6 +9,7 @@ config schema (its defaults are tested equal to the module's).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 
 from lipsync.errors import LipsyncError
 from lipsync.metrics.base import LEVELS, Column, Metric
@@ -108,14 +109,16 @@ def reference_metrics(evaluate_options: dict | None) -> list[str]:
     return sorted(needed)
 
 
-def input_files(evaluate_options: dict | None) -> list[str]:
-    """Files the configured metrics (and the metrics whose reference data they read) need."""
+def input_files(evaluate_options: dict | None, speakers: Sequence[str] = ()) -> list[str]:
+    """Files the configured metrics (and the metrics whose reference data they read) need; a
+    per-speaker path ("{speaker}" in it) is listed once for each of `speakers`."""
     files: list[str] = []
     for metric in configured(evaluate_options):
         for source in {metric, reference_source(metric) or metric}:
-            for path in source.inputs(options(source, evaluate_options)):
-                if path not in files:
-                    files.append(path)
+            for template in source.inputs(options(source, evaluate_options)):
+                paths = ([template.format(speaker=s) for s in speakers]
+                         if "{speaker}" in template else [template])
+                files.extend(path for path in paths if path not in files)
     return files
 
 

@@ -40,7 +40,7 @@ LSE_DEFAULTS = {
 PUBLIC_DEFAULTS = {
     "weights": None,  # syncnet_python's syncnet_v2.model; null: the metric reports n/a
     # the clips' waveforms (the test set holds mels only): the corpus manifests
-    "manifests": "results/manifests/{speaker}.tsv",
+    "manifests": "results/corpus/{speaker}.tsv",
     "audio_source": "track",  # as data.audio: "track" (the video's audio) or "wav50k"
     "offsets": 15,
     "min_windows": 10,
@@ -376,7 +376,8 @@ class PublicLSE(_LSE):
 
     @classmethod
     def inputs(cls, options: dict) -> list[str]:
-        return [options["weights"]] if options.get("weights") else []
+        # without weights the metric reports n/a and reads nothing
+        return [options["weights"], options["manifests"]] if options.get("weights") else []
 
     @classmethod
     def protocol(cls, options: dict) -> dict:

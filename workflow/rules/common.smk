@@ -354,7 +354,7 @@ def reference_metrics():
 
 def metric_inputs():
     """Files the configured metrics read (Inception weights, an expert checkpoint, ...)."""
-    return _metric_registry().input_files(config["evaluate"])
+    return _metric_registry().input_files(config["evaluate"], SPEAKERS)
 
 
 def reference_arguments(wildcards, input):
