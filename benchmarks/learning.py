@@ -62,6 +62,10 @@ def train_run(*, label: str, model: str, model_options: dict, train_set: str, mo
     chunk_steps = max(1, generator_steps // curve_points)
     # One record of losses per 1/50 of the run: enough points for the diagnostic curves.
     log_samples = batch_size * per_step * max(1, generator_steps // 50)
+    # Wall time accumulates over invocations (a run extended to more steps, or resumed after a
+    # stop, reports its whole training time), kept beside the run's checkpoints.
+    wall_file = run_dir / "wall_seconds.json"
+    earlier = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
     start = time.perf_counter()
     steps, result = 0, None
     targets = sorted({min(generator_steps, k * chunk_steps)
@@ -77,13 +81,14 @@ def train_run(*, label: str, model: str, model_options: dict, train_set: str, mo
             validation_samples=0, log_every_samples=log_samples, num_workers=workers,
             progress_bar=False, keep_checkpoints=1)
         steps = target
+        write_json(wall_file, {"seconds": earlier + time.perf_counter() - start})
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             break
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     return {"label": label, "model": model, "model_options": model_options,
             "batches_per_generator_step": per_step, "generator_steps": steps,
             "batches": steps * per_step, "samples": steps * per_step * batch_size,
-            "wall_seconds": round(time.perf_counter() - start, 1),
+            "wall_seconds": round(earlier + time.perf_counter() - start, 1),
             "output": result["output"], "curve": _curve(records, per_step),
             "losses": _losses(records, per_step)}
 

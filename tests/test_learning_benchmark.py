@@ -67,6 +67,15 @@ def test_every_model_gets_the_same_generator_steps_and_a_wgan_step_is_n_critic_b
     assert "| identity copy (reference frame) |" in table
 
 
+def test_a_run_extended_to_more_steps_keeps_its_curve_and_whole_wall_time(tmp_path):
+    _, first = _study(tmp_path, ["lipgan"])
+    _, longer = _study(tmp_path, ["lipgan"], ["--generator-steps", "4"])
+    before, after = first["runs"][0], longer["runs"][0]
+    assert after["generator_steps"] == 4
+    assert [p["generator_step"] for p in after["curve"]] == [1, 2, 4]
+    assert after["wall_seconds"] >= before["wall_seconds"]
+
+
 def test_a_model_option_that_does_not_exist_is_refused_by_name():
     learning = _benchmark()
     with pytest.raises(LipsyncError, match="n_critics"):
