@@ -199,3 +199,20 @@ def test_figures_refuse_a_scores_file_without_metric_columns(scored_runs, tmp_pa
     with pytest.raises(InputError, match="lacks column"):
         figures.write_figures(folder / "test.h5", generated, [bad], tmp_path / "q.png",
                               tmp_path / "d.png", options={})
+
+
+def _summary(run, ssim, lmd, trained_samples=None):
+    columns = {"ssim": {"ssim": {"value": ssim, "higher_is_better": True, "decimals": 3}},
+               "lmd": {"lmd": {"value": lmd, "higher_is_better": False, "decimals": 2}}}
+    return {"run": run, "model": run.split("-")[0], "trained_samples": trained_samples,
+            "metric_order": ["ssim", "lmd"],
+            "metrics": {name: {"columns": cols} for name, cols in columns.items()}}
+
+
+def test_each_trained_system_is_set_against_the_identity_copy_metric_by_metric():
+    summaries = [_summary("identity", 0.8, 2.0), _summary("defect-blur-2", 0.9, 1.0),
+                 _summary("lipgan-small", 0.5, 1.5, trained_samples=384)]
+    lines = tables.identity_comparison(summaries)
+    assert lines == ["**lipgan-small** (lipgan, 384 training samples): beats the identity copy "
+                     "on lmd 1.50 vs 2.00; not on ssim 0.500 vs 0.800"]
+    assert tables.identity_comparison(summaries[1:]) == []  # no identity copy scored

@@ -259,6 +259,33 @@ def to_latex(display: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def identity_comparison(summaries: list[dict]) -> list[str]:
+    """One line per trained system: the ranked metrics on which it beats the identity copy (the
+    reference frame returned unchanged) and those on which it does not, with both values."""
+    identity = next((s for s in summaries if s["run"] == IDENTITY), None)
+    if identity is None:
+        return []
+    lines = []
+    for summary in summaries:
+        if not summary.get("trained_samples"):  # real, identity, defects, external videos
+            continue
+        above, below = [], []
+        for metric, column, entry in metric_columns(summaries, ranked_only=True):
+            ours = column_entry(summary, metric, column).get("value")
+            base = column_entry(identity, metric, column).get("value")
+            if ours is None or base is None or "higher_is_better" not in entry:
+                continue
+            decimals = _decimals(entry)
+            text = f"{column} {ours:.{decimals}f} vs {base:.{decimals}f}"
+            better = ours > base if entry["higher_is_better"] else ours < base
+            (above if better else below).append(text)
+        head = (f"**{summary['run']}** ({summary.get('model', '?')}, "
+                f"{summary['trained_samples']:,} training samples)")
+        lines.append(f"{head}: beats the identity copy on {', '.join(above) or 'no metric'}; "
+                     f"not on {', '.join(below) or 'any metric'}")
+    return lines
+
+
 def protocol_notes(summaries: list[dict]) -> list[str]:
     """One line per metric: what it compares and how, from the first summary that scored it."""
     notes, done = [], set()
@@ -315,6 +342,13 @@ def write_tables(summary_paths: list[str | os.PathLike], output_dir: str | os.Pa
     for name, (_, display, caption) in built.items():
         parts += [f"## {name.replace('_', ' ').capitalize()}", "", caption, "",
                   to_markdown(display, arrows)]
+    versus_identity = identity_comparison(summaries)
+    if versus_identity:
+        parts += ["## Against the identity copy", "",
+                  "A generator below the identity copy on SSIM and PSNR has not yet learned to "
+                  "redraw the face better than copying its reference frame: it needs more "
+                  "training (training.options.total_samples; docs/learning.md measures how "
+                  "much).", ""] + [f"- {line}" for line in versus_identity] + [""]
     parts += ["## Protocols and notes", ""] + [f"- {note}" for note in protocol_notes(summaries)]
     write_text(output_dir / "summary.md", "\n".join(parts) + "\n")
     return {name: numbers for name, (numbers, _, _) in built.items()}
