@@ -98,7 +98,8 @@ def test_train_expert_writes_a_self_describing_expert_that_load_expert_reads(sma
     expert, info = syncnet.load_expert(tmp_path / "expert.pt")
     assert info["kind"] == "syncnet" and info["model_options"]["width"] == 0.0625
     assert not expert.training and info["samples"] == 32
-    assert set(info["validation"]) >= {"accuracy", "in_sync_accuracy", "off_sync_accuracy"}
+    assert set(info["validation"]) >= {"accuracy", "in_sync_accuracy", "off_sync_accuracy",
+                                       "auc"}
     assert len(info["held_out_clips"]) == 1 and info["train_set"] == str(small_split)
     assert info["config"]["learning_rate"] == 1e-3  # the expert's own settings are recorded
     with pytest.raises(InputError, match="holds no expert network"):

@@ -96,12 +96,15 @@ def _prepare(batch: dict, device: torch.device) -> dict:
 @torch.no_grad()
 def held_out_accuracy(expert, validation, *, device: torch.device | str = "cpu",
                       batch_size: int = 128, precision: Precision | None = None) -> dict:
-    """In-sync vs off-sync accuracy (logit > 0 means "in sync") and BCE over `validation`."""
+    """In-sync vs off-sync accuracy (logit > 0 means "in sync"), BCE, and the AUC over
+    `validation`: the share of (in-sync, off-sync) pairs of pairs whose in-sync one scores higher,
+    which does not depend on where the learnt bias puts the threshold (0.5: no separation)."""
     device = torch.device(device)
     precision = precision or Precision(device, False)
     was_training = expert.training
     expert.eval()
     correct = {1.0: [], 0.0: []}
+    logits = {1.0: [], 0.0: []}
     losses = []
     for batch in DataLoader(validation, batch_size=batch_size, shuffle=False):
         faces, mel, label = expert_inputs(batch, device)
@@ -111,12 +114,23 @@ def held_out_accuracy(expert, validation, *, device: torch.device | str = "cpu",
         hits = ((logit > 0).float() == label).cpu()
         for value in correct:
             correct[value].append(hits[label.cpu() == value])
+            logits[value].append(logit.cpu()[label.cpu() == value])
     expert.train(was_training)
     in_sync, off_sync = (torch.cat(correct[v]).float() for v in (1.0, 0.0))
     both = torch.cat([in_sync, off_sync])
     return {"accuracy": float(both.mean()), "in_sync_accuracy": float(in_sync.mean()),
             "off_sync_accuracy": float(off_sync.mean()), "loss": float(torch.cat(losses).mean()),
+            "auc": _auc(torch.cat(logits[1.0]), torch.cat(logits[0.0])),
             "pairs": int(both.numel())}
+
+
+def _auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """P(a positive scores above a negative), ties counting half (Mann-Whitney U / n+ n-)."""
+    if positive.numel() == 0 or negative.numel() == 0:
+        return float("nan")
+    above = (positive[:, None] > negative[None, :]).double().mean()
+    ties = (positive[:, None] == negative[None, :]).double().mean()
+    return float(above + ties / 2)
 
 
 def _validate(networks: dict, validation, *, device: torch.device, precision: Precision) -> dict:
