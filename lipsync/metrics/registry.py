@@ -22,6 +22,7 @@ MODULES = (
     "lipsync.metrics.sync",
     "lipsync.metrics.landmarks",
     "lipsync.metrics.identity",
+    "lipsync.metrics.temporal",
 )
 
 # What `evaluate.metrics` scores when not given (the schema's default is tested equal).
