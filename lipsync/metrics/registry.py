@@ -23,6 +23,7 @@ MODULES = (
     "lipsync.metrics.landmarks",
     "lipsync.metrics.identity",
     "lipsync.metrics.temporal",
+    "lipsync.metrics.lipreading",
 )
 
 # What `evaluate.metrics` scores when not given (the schema's default is tested equal).
