@@ -250,6 +250,26 @@ def _train_syncnet(args):
     train.train_expert(args.train_set, args.output, options=args.options, threads=args.threads)
 
 
+def _train_lipreader_arguments(parser):
+    parser.add_argument("--train-set", required=True, help="packed training split (full.h5)")
+    parser.add_argument("--words", nargs="+", required=True,
+                        help="alignments/{speaker}.tsv word tables (lipsync words)")
+    parser.add_argument("--output", required=True,
+                        help="lip reader file; checkpoints and log.jsonl go beside it")
+    parser.add_argument("--threads", type=int, default=1)
+    _add_options(parser)
+
+
+@command("train-lipreader", "train the GRID lip reader of the wer/cer metrics (resumes)")(
+    _train_lipreader_arguments)
+def _train_lipreader(args):
+    from lipsync.lipread import train
+
+    train.train_lipreader(args.train_set, args.words, args.output,
+                          options=args.options.get("training"),
+                          model_options=args.options.get("model"), threads=args.threads)
+
+
 def _generate_arguments(parser):
     parser.add_argument("--generator", required=True, help="generator checkpoint, or 'identity'")
     parser.add_argument("--test-set", required=True)

@@ -78,7 +78,7 @@ def trained(tmp_path_factory):
     (folder / "alignments").mkdir()
     pd.concat([pd.read_csv(w, sep="\t") for w in (train_words, test_words)]).to_csv(
         folder / "alignments" / "s1.tsv", sep="\t", index=False)
-    scores = train_lipreader(train, [train_words], folder / "lipreader",
+    scores = train_lipreader(train, [train_words], folder / "lipreader" / "lipreader.pt",
                              options={"total_samples": 2400, "batch_size": 24,
                                       "checkpoint_every_samples": 1200,
                                       "validation_fraction": 0.2, "learning_rate": 3e-3},
@@ -102,7 +102,7 @@ def test_training_resumes_from_its_checkpoint_and_refuses_other_options(trained,
 
     folder, _, _ = trained
     with pytest.raises(LipsyncError, match="other options"):
-        train_lipreader(folder / "train.h5", [folder / "words-train.tsv"], folder / "lipreader",
+        train_lipreader(folder / "train.h5", [folder / "words-train.tsv"], folder / "lipreader" / "lipreader.pt",
                         options={"total_samples": 2400, "batch_size": 12,
                                  "validation_fraction": 0.2, "learning_rate": 3e-3},
                         model_options={"width": 0.25, "frames": 4})

@@ -51,7 +51,6 @@ OPTIONS = {
 }
 # Options that fix what the weights are: a checkpoint made under others is not resumed.
 _RESUME_KEYS = ("seed", "batch_size", "learning_rate", "validation_fraction")
-FINAL = "lipreader.pt"
 
 
 def resolve_options(options: dict | None) -> dict:
@@ -59,7 +58,7 @@ def resolve_options(options: dict | None) -> dict:
 
 
 def load_lipreader(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """The network of a `lipreader.pt` (or a training checkpoint) in eval mode, and the file."""
+    """The network of a lip reader file (train_lipreader's output, or a checkpoint) in eval mode, and the file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "lip reader weights not found (lipsync train-lipreader writes "
@@ -115,15 +114,16 @@ def _state(network, optimizer, samples: int, s: dict, model_options: dict, **ext
 
 
 def train_lipreader(split: str | os.PathLike, words: list[str | os.PathLike],
-                    output_dir: str | os.PathLike, *, options: dict | None = None,
+                    output: str | os.PathLike, *, options: dict | None = None,
                     model_options: dict | None = None, threads: int = 1) -> dict:
-    """Train on `split` (a packed training split) with the word tables `words`; resumes from
-    output_dir's newest checkpoint; writes output_dir/lipreader.pt and returns its scores."""
+    """Train on `split` (a packed training split) with the word tables `words`; checkpoints,
+    log.jsonl and validation.json go beside `output` (resumed from the newest checkpoint there);
+    writes the final network to `output` and returns its held-out scores."""
     # torch's default of every core's thread oversubscribes a shared machine (measured: 20x
     # slower per step with 2 threads beside other jobs on 2 cores)
     torch.set_num_threads(max(1, threads))
     s, model_options = resolve_options(options), lipreader.resolve_options(model_options)
-    folder = Path(output_dir)
+    folder = Path(output).parent
     folder.mkdir(parents=True, exist_ok=True)
     device = pick_device(s["device"])
     rng.seed_all(s["seed"])
@@ -146,7 +146,7 @@ def train_lipreader(split: str | os.PathLike, words: list[str | os.PathLike],
     scores.update(train_clips=len(data.keys) - len(held) // len(alignments.SLOTS),
                   held_out_clips=len(held) // len(alignments.SLOTS), samples=samples,
                   seconds_this_job=round(time.perf_counter() - started, 1))
-    ckpt.save(folder / FINAL, _state(network, optimizer, samples, s, model_options,
+    ckpt.save(output, _state(network, optimizer, samples, s, model_options,
                                      validation=scores))
     write_json(folder / "validation.json", scores)
     log.info("lip reader: held-out accuracy %.3f, WER %.3f (%d clips)",

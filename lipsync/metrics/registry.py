@@ -27,7 +27,8 @@ MODULES = (
 )
 
 # What `evaluate.metrics` scores when not given (the schema's default is tested equal).
-DEFAULT_METRICS = ("fid", "kid", "ssim", "psnr", "lmd", "csim", "lse")
+DEFAULT_METRICS = ("fid", "kid", "ssim", "psnr", "lmd", "csim", "lse", "temporal", "lve", "wer",
+                   "cer")
 
 METRICS: dict[str, type[Metric]] = {}
 _loaded = False
