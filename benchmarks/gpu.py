@@ -229,7 +229,8 @@ def check_training(row: Row, model: str, mode: bool | str, batches: list[dict],
     torch.manual_seed(0)
     pair = registry.build(model, {"width": s["width"]})
     generator, discriminator = pair.generator.to(device), pair.discriminator.to(device)
-    optimizers = pair.scheme.optimizers(generator, discriminator)
+    networks = {"generator": generator, "discriminator": discriminator}
+    optimizers = pair.scheme.optimizers(networks)
     with torch.no_grad(), precision.autocast():  # autocast really casts: the output's dtype
         dtype = generator(batches[0]["generator_input"], batches[0]["mel"]).dtype
     expected = precision.dtype or torch.float32
@@ -246,8 +247,8 @@ def check_training(row: Row, model: str, mode: bool | str, batches: list[dict],
     def run(first: int, count: int) -> None:
         for step in range(first, first + count):
             losses.append(pair.scheme.train_step(
-                batches[step % len(batches)], step, seed=0, generator=generator,
-                discriminator=discriminator, optimizers=optimizers, precision=precision))
+                batches[step % len(batches)], step, seed=0, networks=networks,
+                optimizers=optimizers, precision=precision))
 
     run(0, warmup)
     synchronize(device)

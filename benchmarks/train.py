@@ -50,7 +50,8 @@ def train_rate(name: str, device: torch.device, width: float, batch_size: int, s
     torch.manual_seed(0)
     pair = registry.build(name, {"width": width})
     generator, discriminator = pair.generator.to(device), pair.discriminator.to(device)
-    optimizers = pair.scheme.optimizers(generator, discriminator)
+    networks = {"generator": generator, "discriminator": discriminator}
+    optimizers = pair.scheme.optimizers(networks)
     precision = Precision(device, mixed_precision)
     batch = {"generator_input": torch.rand(batch_size, 6, 96, 96, device=device),
              "mel": torch.randn(batch_size, 1, 80, 27, device=device),
@@ -60,9 +61,8 @@ def train_rate(name: str, device: torch.device, width: float, batch_size: int, s
 
     def run(n, offset):
         for step in range(n):
-            pair.scheme.train_step(batch, offset + step, seed=0, generator=generator,
-                                   discriminator=discriminator, optimizers=optimizers,
-                                   precision=precision)
+            pair.scheme.train_step(batch, offset + step, seed=0, networks=networks,
+                                   optimizers=optimizers, precision=precision)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 

@@ -1,10 +1,12 @@
-"""Self-describing training checkpoints and generator files: save atomically, find, load; resume
-from the newest one that loads."""
+"""One format for every trained network: training checkpoints and trained-network files (generator,
+sync expert, ...) name the networks they hold under "networks", with the model, its options, the
+counts and provenance. Save atomically, find, load; resume from the newest one that loads."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -80,7 +82,8 @@ def prune(folder: str | os.PathLike, keep: int) -> None:
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint or generator file written by `save` (our own files: not weights-only)."""
+    """Load a checkpoint or trained-network file written by lipsync.train (our own files: not
+    weights-only); which networks it holds is the keys of its "networks"."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
@@ -88,9 +91,33 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise InputError(path, f"not a readable torch checkpoint ({error})") from None
-    if not isinstance(state, dict) or "generator" not in state or "model" not in state:
-        raise InputError(path, "not a lipsync checkpoint (no generator state or model name)")
+    if (not isinstance(state, dict) or not isinstance(state.get("networks"), dict)
+            or "model" not in state):
+        raise InputError(path, "not a lipsync checkpoint (no networks or model name)")
     return state
+
+
+# Entries of a checkpoint that are training state, not a description of the network.
+_TRAINING_STATE = ("networks", "optimizers", "scalers", "rng")
+
+
+def load_network(path: str | os.PathLike, network: str, build: Callable[[dict], nn.Module],
+                 device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Network `network` of a checkpoint or trained-network file, in eval mode, and what the file
+    says about it. `build(state)` makes the empty network from the file's "model" and
+    "model_options"."""
+    state = load(path)
+    if network not in state["networks"]:
+        raise InputError(path, f"holds no {network} network (it holds "
+                               f"{', '.join(state['networks']) or 'none'})")
+    module = build(state)
+    try:
+        module.load_state_dict(state["networks"][network])
+    except RuntimeError as error:
+        raise InputError(path, f"{network} weights do not fit model {state['model']!r}: "
+                               f"{error}") from None
+    info = {k: v for k, v in state.items() if k not in _TRAINING_STATE}
+    return module.to(device).eval(), info
 
 
 def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu"
@@ -98,14 +125,5 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu"
     """The generator stored in a final generator file or a training checkpoint, in eval mode."""
     from lipsync.models import registry
 
-    state = load(path)
-    pair = registry.build(state["model"], state["model_options"])
-    generator = pair.generator
-    try:
-        generator.load_state_dict(state["generator"])
-    except RuntimeError as error:
-        raise InputError(path, f"generator weights do not fit model {state['model']!r}: "
-                               f"{error}") from None
-    info = {k: v for k, v in state.items()
-            if k not in ("generator", "discriminator", "optimizers", "scalers", "rng")}
-    return generator.to(device).eval(), info
+    return load_network(path, "generator", lambda state: registry.build(
+        state["model"], state["model_options"]).generator, device)

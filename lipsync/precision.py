@@ -26,10 +26,16 @@ class Precision:
                 self.dtype = torch.float16
             else:
                 self.dtype = torch.bfloat16
-        fp16 = self.dtype == torch.float16
-        # One scaler per optimizer: the two networks step on separate backward passes.
-        self.scalers = {which: torch.amp.GradScaler("cuda", enabled=fp16)
-                        for which in ("generator", "discriminator")}
+        self._fp16 = self.dtype == torch.float16
+        # One scaler per network, made at its first step: networks step on separate backward
+        # passes. Checkpoints save them by name.
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+
+    def scaler(self, which: str) -> torch.amp.GradScaler:
+        """The gradient scaler of network `which` (a no-op one unless fp16)."""
+        if which not in self.scalers:
+            self.scalers[which] = torch.amp.GradScaler("cuda", enabled=self._fp16)
+        return self.scalers[which]
 
     @property
     def name(self) -> str:
@@ -41,7 +47,7 @@ class Precision:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def scale(self, loss: torch.Tensor, which: str) -> tuple[torch.Tensor, float]:
-        scaler = self.scalers[which]
+        scaler = self.scaler(which)
         if not scaler.is_enabled():
             return loss, 1.0
         return scaler.scale(loss), float(scaler.get_scale())
@@ -50,7 +56,7 @@ class Precision:
                which: str) -> None:
         """Backward `loss`, average gradients over ranks, step `optimizer`."""
         optimizer.zero_grad(set_to_none=True)
-        scaler = self.scalers[which]
+        scaler = self.scaler(which)
         scaler.scale(loss).backward()
         average_gradients(module)
         scaler.step(optimizer)

@@ -18,7 +18,7 @@ TINY_RUN = {"batch_size": 4, "checkpoint_every_samples": 8, "log_every_samples":
 
 
 def fake_state(samples: int) -> dict:
-    return {"generator": {"w": torch.full((2,), float(samples))}, "model": "lipgan",
+    return {"networks": {"generator": {"w": torch.full((2,), float(samples))}}, "model": "lipgan",
             "samples": samples}
 
 
@@ -66,7 +66,8 @@ def test_training_resumes_from_the_previous_checkpoint_when_the_newest_is_trunca
     truncate(checkpoints[-1], keep=checkpoints[-1].stat().st_size // 2)
     resumed = train(tmp_path / "split", 24)
     assert resumed["resumed_from"].endswith("checkpoint-000000000008.pt")
-    expected, got = ckpt.load(whole["output"])["generator"], ckpt.load(resumed["output"])["generator"]
+    expected, got = (ckpt.load(whole["output"])["networks"]["generator"],
+                     ckpt.load(resumed["output"])["networks"]["generator"])
     assert all(torch.equal(expected[key], got[key]) for key in expected)
 
 

@@ -43,7 +43,7 @@ def _rank_main(rank: int, world: int, port: int, run_dir: str, total_samples: in
 
 def train_distributed(run_dir, total_samples, world=2):
     mp.spawn(_rank_main, args=(world, _free_port(), str(run_dir), total_samples), nprocs=world)
-    return ckpt.load(run_dir / "generator.pt")["generator"]
+    return ckpt.load(run_dir / "generator.pt")["networks"]["generator"]
 
 
 def losses(run_dir):

@@ -99,15 +99,15 @@ def test_each_model_trains_a_few_steps_with_finite_losses_and_moving_weights(nam
     torch.manual_seed(0)
     options = {**TINY, "n_critic": 2} if name != "lipgan" else TINY
     pair = registry.build(name, options)
-    optimizers = pair.scheme.optimizers(pair.generator, pair.discriminator)
+    networks = {"generator": pair.generator, "discriminator": pair.discriminator}
+    optimizers = pair.scheme.optimizers(networks)
     before = [p.detach().clone() for p in pair.generator.parameters()]
     before_d = [p.detach().clone() for p in pair.discriminator.parameters()]
     batch = {"generator_input": torch.rand(4, 6, 96, 96), "mel": torch.randn(4, 1, 80, 27),
              "target": torch.rand(4, 3, 96, 96)}
     seen = set()
     for step in range(2):
-        losses = pair.scheme.train_step(batch, step, seed=0, generator=pair.generator,
-                                        discriminator=pair.discriminator,
+        losses = pair.scheme.train_step(batch, step, seed=0, networks=networks,
                                         optimizers=optimizers,
                                         precision=Precision(torch.device("cpu")))
         assert all(torch.isfinite(v) for v in losses.values()), losses

@@ -222,6 +222,7 @@ def test_demo_training_through_slurm_matches_a_local_run(cluster, tmp_path):
     trained = torch.load(slurm_dir / TRAINED, map_location="cpu", weights_only=False)
     reference = torch.load(local_dir / TRAINED, map_location="cpu", weights_only=False)
     assert trained["samples"] == reference["samples"]
+    trained, reference = trained["networks"], reference["networks"]
     assert trained["generator"].keys() == reference["generator"].keys()
     for name, weights in trained["generator"].items():
         assert torch.equal(weights, reference["generator"][name]), name

@@ -1,5 +1,5 @@
 """The SyncNet experts: the trained expert's shapes and width multiplier, its windows of a packed
-split (held-out clips, off-sync pairs), bit-identical resume of its training, and the loader of
+split (held-out clips, off-sync pairs), the file its training writes, and the loader of
 syncnet_python's public weights checked against that network's own layout on random weights."""
 
 from __future__ import annotations
@@ -86,27 +86,32 @@ def test_mel_window_of_a_frame_uses_the_exact_frame_to_step_fraction():
     assert dataset.last_audio_frame(241, 16, Fraction(16, 5)) == 70
 
 
-def test_resumed_training_is_bit_identical_to_an_uninterrupted_run(small_split, tmp_path):
+def test_train_expert_writes_a_self_describing_expert_that_load_expert_reads(small_split,
+                                                                             tmp_path):
+    # Resume, SIGTERM and NaN stop are the loop's, tested against the expert in test_train.py.
     torch.set_num_threads(1)
+    options = {**TINY, "training": {**TINY["training"], "total_samples": 32,
+                                    "validation_fraction": 0.5}}
+    summary = sync_train.train_expert(small_split, tmp_path / "expert.pt", options=options)
+    assert summary["samples"] == 32 and summary["held_out_clips"] == 1  # of 2 clips
+    assert (tmp_path / "expert" / "log.jsonl").read_text().count("\n") >= 2
+    expert, info = syncnet.load_expert(tmp_path / "expert.pt")
+    assert info["kind"] == "syncnet" and info["model_options"]["width"] == 0.0625
+    assert not expert.training and info["samples"] == 32
+    assert set(info["validation"]) >= {"accuracy", "in_sync_accuracy", "off_sync_accuracy"}
+    assert len(info["held_out_clips"]) == 1 and info["train_set"] == str(small_split)
+    assert info["config"]["learning_rate"] == 1e-3  # the expert's own settings are recorded
+    with pytest.raises(InputError, match="holds no expert network"):
+        syncnet.load_expert(_generator_file(tmp_path))  # one format, but not an expert
 
-    def options(total: int) -> dict:
-        return {**TINY, "training": {**TINY["training"], "total_samples": total}}
 
-    whole = sync_train.train_expert(small_split, tmp_path / "a" / "expert.pt",
-                                    options=options(48))
-    sync_train.train_expert(small_split, tmp_path / "b" / "expert.pt", options=options(24))
-    resumed = sync_train.train_expert(small_split, tmp_path / "b" / "expert.pt",
-                                      options=options(48))
-    assert resumed["resumed_from"].endswith("checkpoint-000000000024.pt")
-    assert whole["samples"] == resumed["samples"] == 48
-    a = torch.load(tmp_path / "a" / "expert.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "expert.pt", weights_only=False)
-    assert a["expert"].keys() == b["expert"].keys()
-    for key in a["expert"]:
-        assert torch.equal(a["expert"][key], b["expert"][key]), key
-    assert (tmp_path / "b" / "expert" / "log.jsonl").read_text().count("\n") >= 2
-    expert, info = syncnet.load_expert(tmp_path / "b" / "expert.pt")
-    assert info["model_options"]["width"] == 0.0625 and not expert.training
+def _generator_file(folder):
+    from lipsync.models import registry
+    from lipsync.train import export_generator
+
+    pair = registry.build("lipgan", {"width": 0.0625})
+    return export_generator(folder / "generator.pt", pair.generator, "lipgan", pair.options,
+                            {}, 0, 0)
 
 
 def test_changed_training_settings_set_old_checkpoints_aside(small_split, tmp_path):
@@ -201,39 +206,3 @@ def test_public_weights_of_another_network_are_refused_naming_the_file(tmp_path)
         syncnet.load_public(path)
     with pytest.raises(InputError, match="not found"):
         syncnet.load_public(tmp_path / "absent.model")
-
-
-def test_sigterm_saves_a_checkpoint_and_stops(small_split, tmp_path, monkeypatch):
-    import os
-    import signal
-
-    real_loss, calls = sync_train._loss, []
-
-    def loss_then_sigterm(*args):
-        calls.append(1)
-        if len(calls) == 2:  # what SLURM sends at its time limit, in the middle of step 2
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_loss(*args)
-
-    monkeypatch.setattr(sync_train, "_loss", loss_then_sigterm)
-    options = {**TINY, "training": {**TINY["training"], "total_samples": 80}}
-    with pytest.raises(sync_train.TrainingInterrupted, match="SIGTERM at window 16"):
-        sync_train.train_expert(small_split, tmp_path / "expert.pt", options=options)
-    assert (tmp_path / "expert" / "checkpoints" / "checkpoint-000000000016.pt").exists()
-    assert not (tmp_path / "expert.pt").exists()
-
-
-def test_non_finite_loss_stops_naming_the_last_good_checkpoint(small_split, tmp_path,
-                                                               monkeypatch):
-    real_loss, calls = sync_train._loss, []
-
-    def nan_at_step_four(*args):
-        calls.append(1)
-        loss, accuracy = real_loss(*args)
-        return (loss * float("nan") if len(calls) == 4 else loss), accuracy
-
-    monkeypatch.setattr(sync_train, "_loss", nan_at_step_four)
-    options = {**TINY, "training": {**TINY["training"], "total_samples": 80}}
-    with pytest.raises(sync_train.TrainingError,
-                       match=r"non-finite loss at step 4 .*checkpoint-000000000024\.pt"):
-        sync_train.train_expert(small_split, tmp_path / "expert.pt", options=options)

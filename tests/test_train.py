@@ -1,4 +1,5 @@
-"""The training loop: bit-identical resume, SIGTERM checkpointing, NaN stop, real packed data."""
+"""The training loop, against a generator pair and the sync expert alike: bit-identical resume,
+SIGTERM checkpointing, NaN stop; and the generator's entry on real packed data."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ import pytest
 import torch
 from fakes import FakeLipSyncDataset
 from helpers import make_shard_files
+from torch.utils.data import Dataset
 
 from lipsync import checkpoint as ckpt
 from lipsync.errors import LipsyncError, TrainingError
+from lipsync.sync import synthetic
+from lipsync.sync.dataset import SyncWindows
+from lipsync.sync.train import expert_trainee
 from lipsync.train import (
     TrainingInterrupted,
     epoch_order,
     evaluate,
+    generator_trainee,
+    run_training,
     train_run,
     training_loop,
 )
@@ -40,7 +47,7 @@ def train(run_dir, total_samples, model="lipgan", dataset=None, **options):
 
 
 def generator_state(path):
-    return ckpt.load(path)["generator"]
+    return ckpt.load(path)["networks"]["generator"]
 
 
 def assert_same_weights(a, b):
@@ -49,44 +56,117 @@ def assert_same_weights(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("model", ["lipgan", "l1wgan_gp"])
-def test_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_run(tmp_path, model):
-    # 12 samples, batch 4: 3 batches per epoch, so the stop at 20 samples falls mid-epoch.
-    whole = train(tmp_path / "whole", 40, model)
-    first = train(tmp_path / "split", 20, model)
+# --- the loop, against every kind of network it trains ------------------------------------------
+
+
+class Faulty(Dataset):
+    """`dataset` whose item `nan_at` has NaN in every float tensor (a corrupt sample) and whose
+    reading of item `sigterm_at` sends SIGTERM to this process (SLURM's time limit), once."""
+
+    def __init__(self, dataset, *, nan_at=None, sigterm_at=None):
+        self.dataset, self.nan_at, self.sigterm_at = dataset, nan_at, sigterm_at
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def set_epoch(self, epoch):
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index):
+        if index == self.sigterm_at:
+            import os
+            import signal
+
+            self.sigterm_at = None
+            os.kill(os.getpid(), signal.SIGTERM)
+        item = dict(self.dataset[index])
+        if index == self.nan_at:
+            item = {k: v.float() * float("nan") if v.is_floating_point() else v
+                    for k, v in item.items()}
+        return item
+
+
+@pytest.fixture(scope="module")
+def sync_split(tmp_path_factory):
+    """Two short synthetic clips (30 frames each), packed: 38 expert windows."""
+    path = tmp_path_factory.mktemp("sync") / "full.h5"
+    synthetic.write_split(path, speakers=("s1",), clips_per_speaker=2, n_frames=30)
+    return path
+
+
+@pytest.fixture(params=["lipgan", "l1wgan_gp", "syncnet"])
+def network(request, sync_split):
+    """(trainee, a fresh training set) of a generator pair or of the sync expert."""
+    if request.param == "syncnet":
+        trainee = expert_trainee({"width": 0.0625, "embedding": 32}, {"learning_rate": 1e-3})
+        return trainee, lambda: SyncWindows(sync_split, frames=5, window=16)
+    model_options = {"width": 0.0625, **({"n_critic": 2} if request.param != "lipgan" else {})}
+    return generator_trainee(request.param, model_options), lambda: FakeLipSyncDataset(12)
+
+
+def run(network, run_dir, total_samples, fault=None, **options):
+    trainee, dataset = network
+    data = Faulty(dataset(), **(fault or {}))
+    return run_training(trainee, train_set=data, run_dir=run_dir, output=run_dir / "out.pt",
+                        total_samples=total_samples, **{**TINY_RUN, **options})
+
+
+def exported(network, path):
+    (name,) = network[0].exports
+    return ckpt.load(path)["networks"][name]
+
+
+def test_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_run(tmp_path, network):
+    # batch 4 over 12 (generator) or 38 (expert) samples: the stop at 20 falls mid-epoch.
+    whole = run(network, tmp_path / "whole", 40)
+    first = run(network, tmp_path / "split", 20)
     assert first["samples"] == 20
-    second = train(tmp_path / "split", 40, model)
+    second = run(network, tmp_path / "split", 40)
     assert second["resumed_from"].endswith("checkpoint-000000000020.pt")
-    assert_same_weights(generator_state(whole["output"]), generator_state(second["output"]))
+    assert_same_weights(exported(network, whole["output"]), exported(network, second["output"]))
     # and training did move the weights
-    fresh = train(tmp_path / "short", 4, model)
+    fresh = run(network, tmp_path / "short", 4)
     assert any(not torch.equal(a, b) for a, b in zip(
-        generator_state(fresh["output"]).values(), generator_state(whole["output"]).values(), strict=True))
+        exported(network, fresh["output"]).values(), exported(network, whole["output"]).values(),
+        strict=True))
 
 
-def test_sigterm_saves_a_checkpoint_then_a_rerun_resumes_to_the_same_weights(tmp_path):
-    whole = train(tmp_path / "whole", 32)
+def test_sigterm_saves_a_checkpoint_then_a_rerun_resumes_to_the_same_weights(tmp_path, network):
+    whole = run(network, tmp_path / "whole", 32)
     # the sample read in the 2nd batch of epoch 0 sends SIGTERM, as SLURM does at its limit
-    trigger = int(epoch_order(12, 0, 0)[5])
-    with pytest.raises(TrainingInterrupted, match="SIGTERM") as stopped:
-        train(tmp_path / "run", 32, dataset=FakeLipSyncDataset(12, sigterm_at=trigger),
-              checkpoint_every_samples=1000)
+    trigger = int(epoch_order(len(network[1]()), 0, 0)[5])
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at sample 8") as stopped:
+        run(network, tmp_path / "run", 32, {"sigterm_at": trigger}, checkpoint_every_samples=1000)
     saved = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert saved is not None and str(saved) in str(stopped.value)
-    assert ckpt.load(saved)["samples"] < 32
-    assert not (tmp_path / "run" / "generator.pt").exists()
-    resumed = train(tmp_path / "run", 32, checkpoint_every_samples=1000)
+    assert ckpt.load(saved)["samples"] == 8
+    assert not (tmp_path / "run" / "out.pt").exists()
+    resumed = run(network, tmp_path / "run", 32, checkpoint_every_samples=1000)
     assert resumed["resumed_from"] == str(saved)
-    assert_same_weights(generator_state(whole["output"]), generator_state(resumed["output"]))
+    assert_same_weights(exported(network, whole["output"]), exported(network, resumed["output"]))
 
 
-def test_non_finite_loss_stops_with_an_error_naming_the_last_good_checkpoint(tmp_path):
-    bad = int(epoch_order(12, 0, 0)[9])  # read in the 3rd batch, after the checkpoint at 8
+def test_non_finite_loss_stops_with_an_error_naming_the_last_good_checkpoint(tmp_path, network):
+    bad = int(epoch_order(len(network[1]()), 0, 0)[9])  # in the 3rd batch, after the save at 8
     with pytest.raises(TrainingError, match="non-finite") as error:
-        train(tmp_path / "run", 40, dataset=FakeLipSyncDataset(12, nan_at=bad))
+        run(network, tmp_path / "run", 40, {"nan_at": bad})
     good = tmp_path / "run" / "checkpoints" / "checkpoint-000000000008.pt"
     assert f"last good checkpoint: {good}" in str(error.value)
     assert good.exists()
+
+
+def test_a_checkpoint_names_the_networks_it_holds_and_loads_without_a_generator(tmp_path,
+                                                                                network):
+    run(network, tmp_path / "run", 8)
+    state = ckpt.load(ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints"))
+    trainee = network[0]
+    assert state["model"] == trainee.model and state["samples"] == 8
+    assert set(state["networks"]) == set(state["optimizers"])  # every network here learns
+    assert set(trainee.exports) < set(state["networks"]) or trainee.model == "syncnet"
+    assert {"config", "rng", "provenance", "step"} <= set(state)
+
+
+# --- the generator pairs' entry ------------------------------------------------------------------
 
 
 def test_resuming_with_other_model_options_is_refused(tmp_path):

@@ -44,8 +44,9 @@ class _Scheme:
     def __init__(self, options: dict):
         self.options = options
 
-    def optimizers(self, generator: nn.Module, discriminator: nn.Module):
-        return adam(generator, self.options), adam(discriminator, self.options)
+    def optimizers(self, networks: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {name: adam(networks[name], self.options)
+                for name in ("generator", "discriminator")}
 
 
 class LipGANScheme(_Scheme):
@@ -57,10 +58,11 @@ class LipGANScheme(_Scheme):
     `predict` used BatchNorm's moving averages): the usual PyTorch GAN pattern, one forward pass.
     """
 
-    def train_step(self, batch: dict, step: int, *, seed: int, generator: nn.Module,
-                   discriminator: nn.Module, optimizers, precision: Precision) -> dict:
+    def train_step(self, batch: dict, step: int, *, seed: int, networks: dict[str, nn.Module],
+                   optimizers: dict, precision: Precision) -> dict:
         o = self.options
-        g_opt, d_opt = optimizers
+        generator, discriminator = networks["generator"], networks["discriminator"]
+        g_opt, d_opt = optimizers["generator"], optimizers["discriminator"]
         face_input, mel, target = batch["generator_input"], batch["mel"], batch["target"]
         # Drawn from (seed, step), not a stateful RNG, so every rank makes the same choice.
         unsynced = random.Random(seed * 1_000_003 + step).random() < o["unsynced_probability"]
@@ -106,11 +108,11 @@ class WGANGPScheme(_Scheme):
     n_critic-th batch also a generator step on -adversarial_weight * E[C(fake)] + l1_weight * L1.
     """
 
-    def train_step(self, batch: dict, step: int, *, seed: int, generator: nn.Module,
-                   discriminator: nn.Module, optimizers, precision: Precision) -> dict:
+    def train_step(self, batch: dict, step: int, *, seed: int, networks: dict[str, nn.Module],
+                   optimizers: dict, precision: Precision) -> dict:
         o = self.options
-        g_opt, c_opt = optimizers
-        critic = discriminator
+        generator, critic = networks["generator"], networks["discriminator"]
+        g_opt, c_opt = optimizers["generator"], optimizers["discriminator"]
         face_input, mel, target = batch["generator_input"], batch["mel"], batch["target"]
         update_generator = (step + 1) % o["n_critic"] == 0
         with precision.autocast():

@@ -135,23 +135,13 @@ def load_expert(path: str | os.PathLike, device: torch.device | str = "cpu"
                 ) -> tuple[SyncExpert, dict]:
     """The trained expert (eval mode) from `lipsync train-syncnet`'s output or a checkpoint,
     and what it says about itself (options, windows trained, held-out accuracy, provenance)."""
+    from lipsync.checkpoint import load_network
+
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "sync expert not found (train it: lipsync train-syncnet, or "
                                "the workflow's train_syncnet rule)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise InputError(path, f"not a readable torch file ({error})") from None
-    if not isinstance(state, dict) or "expert" not in state:
-        raise InputError(path, "not a sync expert (no expert weights)")
-    expert = build(state.get("model_options"))
-    try:
-        expert.load_state_dict(state["expert"])
-    except RuntimeError as error:
-        raise InputError(path, f"expert weights do not fit its options: {error}") from None
-    info = {k: v for k, v in state.items() if k not in ("expert", "optimizer", "rng", "scaler")}
-    return expert.to(device).eval(), info
+    return load_network(path, "expert", lambda state: build(state.get("model_options")), device)
 
 
 def face_windows(crops: torch.Tensor, frames: int) -> torch.Tensor:
