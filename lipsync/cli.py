@@ -265,9 +265,8 @@ def _train_lipreader_arguments(parser):
 def _train_lipreader(args):
     from lipsync.lipread import train
 
-    train.train_lipreader(args.train_set, args.words, args.output,
-                          options=args.options.get("training"),
-                          model_options=args.options.get("model"), threads=args.threads)
+    train.train_lipreader(args.train_set, args.words, args.output, options=args.options,
+                          threads=args.threads)
 
 
 def _generate_arguments(parser):

@@ -1,187 +1,187 @@
-"""Training the GRID lip reader (`lipsync train-lipreader`) on a packed training split's real
-mouths and the corpus's word alignments; validation on clips of that split held out by a seeded
-hash (never the test split).
-
-A minimal loop of its own until the one training engine takes the network, the dataset and the
-objective (lipsync.lipread.dataset / objective): self-describing checkpoints saved atomically,
-resume from the newest one (same options), a SIGTERM saves before exit, log.jsonl, and the final
-`lipreader.pt` holds the network, its options and its held-out scores.
+"""What is specific to training the GRID lip reader (`lipsync train-lipreader`): its options, its
+word-slot examples of a packed training split, its objective (a loss scheme) and its validation
+(per-slot accuracy, WER, CER). The loop itself (resume, SIGTERM, NaN stop, logs, checkpoints) is
+lipsync.train.run_training's. Validation is on clips of the training split held out by a seeded
+hash (lipsync.sync.dataset.held_out_clips), never on the test split.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-import signal
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+import torch.nn.functional as F
+from torch import nn
 
-from lipsync import checkpoint as ckpt
-from lipsync import rng
+from lipsync import checkpoint
 from lipsync.data import alignments
-from lipsync.device import pick_device
 from lipsync.errors import InputError, LipsyncError
-from lipsync.io import write_json
 from lipsync.lipread import objective
 from lipsync.lipread.dataset import WordSlots, read_clip_mouths
 from lipsync.logs import get_logger
 from lipsync.models import lipreader
-from lipsync.options import Option, resolve
-from lipsync.provenance import describe
+from lipsync.options import Option, defaults, resolve
+from lipsync.precision import Precision
 from lipsync.sync.dataset import held_out_clips
+from lipsync.train import Trainee, run_training, set_aside_stale_checkpoints
+from lipsync.train_options import OPTIONS as LOOP_OPTIONS
 
 log = get_logger(__name__)
 
-OPTIONS = {
-    "seed": Option(0, int, "Seeds the weights, the held-out clips and the data order.",
-                   minimum=0),
-    "batch_size": Option(32, int, "Word examples per step.", minimum=1),
+# The lip reader's own options; they fix its weights, so a change starts over.
+READER_OPTIONS = {
     "learning_rate": Option(1e-3, float, "Adam (default betas).", above=0),
-    "total_samples": Option(96_000, int, "Training length in word examples: about 50 passes "
-                            "over 300 GRID clips' 1,800 words.", minimum=1),
     "validation_fraction": Option(0.1, float, "Share of the training split's clips held out "
-                                  "for validation.", minimum=0, maximum=0.5),
-    "checkpoint_every_samples": Option(16_000, int, "Checkpoint interval.", minimum=1),
-    "keep_checkpoints": Option(2, int, "Newest checkpoints kept.", minimum=1),
-    "device": Option("auto", str, "\"auto\" (CUDA when present), \"cpu\", \"cuda\"."),
+                                  "for validation (at least 2 when there are 8 or more).",
+                                  minimum=0, maximum=0.5),
 }
-# Options that fix what the weights are: a checkpoint made under others is not resumed.
-_RESUME_KEYS = ("seed", "batch_size", "learning_rate", "validation_fraction")
+# The loop's options with the lip reader's schedule.
+_SCHEDULE = {
+    "batch_size": (32, "Word examples per step."),
+    "total_samples": (96_000, "Training length in word examples: about 60 passes over 300 GRID "
+                      "clips' 1,620 training words."),
+    "validation_samples": (0, "Held-out word examples scored per validation (0 = all)."),
+    "validation_every_samples": (16_000, "How often the held-out accuracy is computed."),
+    "checkpoint_every_samples": (16_000, "Checkpoint interval."),
+    "log_every_samples": (3_200, "How often mean loss, accuracy and examples/s are logged."),
+    "num_workers": (0, "DataLoader workers: the examples are in memory already."),
+}
+OPTIONS = {**{name: dataclasses.replace(option, default=_SCHEDULE[name][0],
+                                        doc=_SCHEDULE[name][1])
+              if name in _SCHEDULE else option for name, option in LOOP_OPTIONS.items()},
+           **READER_OPTIONS}
+DEFAULTS = defaults(OPTIONS)
 
 
-def resolve_options(options: dict | None) -> dict:
-    return resolve(OPTIONS, options, "lipreader.training")
+def run_folder(output: str | os.PathLike) -> Path:
+    """Where a lip reader's checkpoints and logs go: results/lipreader/lipreader.pt ->
+    results/lipreader/lipreader/."""
+    output = Path(output)
+    return output.parent / output.stem
 
 
-def load_lipreader(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """The network of a lip reader file (train_lipreader's output, or a checkpoint) in eval mode, and the file."""
-    path = Path(path)
-    if not path.is_file():
+class WordObjective:
+    """Cross-entropy over the slot's words (the network masks the others), one Adam step."""
+
+    def __init__(self, learning_rate: float):
+        self.learning_rate = learning_rate
+
+    def optimizers(self, networks: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"lipreader": torch.optim.Adam(networks["lipreader"].parameters(),
+                                              lr=self.learning_rate)}
+
+    def train_step(self, batch: dict, step: int, *, seed: int, networks: dict[str, nn.Module],
+                   optimizers: dict, precision: Precision) -> dict[str, torch.Tensor]:
+        network = networks["lipreader"]
+        with precision.autocast():
+            logits = network(batch["mouths"], batch["slot"]).float()
+        loss = F.cross_entropy(logits, batch["word"])
+        precision.update(loss, optimizers["lipreader"], network, "lipreader")
+        hits = (logits.detach().argmax(dim=1) == batch["word"]).float()
+        return {"loss": loss.detach(), "accuracy": hits.mean()}
+
+
+def _prepare(batch: dict, device: torch.device) -> dict:
+    return {"mouths": batch["mouths"].to(device), "slot": batch["slot"].to(device),
+            "word": batch["word"].to(device)}
+
+
+def held_out_scores(network: nn.Module, validation: WordSlots, *,
+                    device: torch.device | str = "cpu") -> dict:
+    """Accuracy (overall and per slot), WER and CER of whole held-out clips, as floats."""
+    was_training = network.training
+    predicted = objective.predict(network, validation.examples, validation.slots,
+                                  torch.device(device))
+    network.train(was_training)
+    scores = objective.scores(predicted, validation.labels)
+    return {"accuracy": scores["accuracy"], "wer": scores["wer"], "cer": scores["cer"],
+            "clips": float(scores["clips"]),
+            **{f"accuracy_{slot}": value for slot, value in scores["slot_accuracy"].items()}}
+
+
+def _validate(networks: dict, validation, *, device: torch.device, precision: Precision) -> dict:
+    return held_out_scores(networks["lipreader"], validation, device=device)
+
+
+def reader_trainee(model_options: dict | None = None, settings: dict | None = None,
+                   info: dict | None = None) -> Trainee:
+    """The lip reader as the loop trains it: one network "lipreader", WordObjective, held-out
+    per-slot accuracy and WER as validation; `settings`: READER_OPTIONS values."""
+    model_options = lipreader.resolve_options(model_options)
+    settings = resolve(READER_OPTIONS, settings, "lipreader.training")
+
+    def build():
+        return ({"lipreader": lipreader.build(model_options)},
+                WordObjective(settings["learning_rate"]))
+
+    return Trainee(model="lipreader", model_options=model_options, build=build,
+                   prepare=_prepare, exports=("lipreader",), kind="lipreader",
+                   validate=_validate, settings=settings, info=info or {})
+
+
+def word_examples(train_set, words_paths, model_options: dict, o: dict
+                  ) -> tuple[WordSlots, WordSlots | None, list]:
+    """(training examples, held-out examples or None, held-out clip keys) of a split."""
+    clips, fps = read_clip_mouths(train_set, model_options)
+    words = alignments.read_words(words_paths)
+    keys = [(c.speaker, c.clip) for c in clips if (c.speaker, c.clip) in words]
+    held = held_out_clips(keys, o["seed"], o["validation_fraction"])
+    frames = model_options["frames"]
+    train = WordSlots([c for c in clips if (c.speaker, c.clip) not in held], words, fps, frames)
+    validation = (WordSlots([c for c in clips if (c.speaker, c.clip) in held], words, fps,
+                            frames) if held else None)
+    return train, validation, sorted(held)
+
+
+def train_lipreader(train_set: str | os.PathLike, words: list[str | os.PathLike],
+                    output: str | os.PathLike, *, options: dict | None = None,
+                    threads: int = 1) -> dict:
+    """Train on `train_set` (a packed split) with the word tables `words`; write `output`.
+
+    `options`: the config's `lipreader` section: `model` (lipsync.models.lipreader.OPTIONS),
+    `training` (OPTIONS above). Resumes from the newest checkpoint in
+    run_folder(output)/checkpoints that loads.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"model", "training", "train_set"})
+    if unknown:
+        raise LipsyncError(f"lipreader: unknown key(s) {', '.join(unknown)}; known: model, "
+                           "training, train_set")
+    model_options = lipreader.resolve_options(options.get("model"))
+    o = resolve(OPTIONS, options.get("training"), "lipreader.training")
+    if not Path(train_set).is_file():
+        raise InputError(train_set, "training set not found")
+    # torch's default of a thread per core oversubscribes a shared machine (measured: 20x slower
+    # per step with 2 threads beside other jobs on 2 cores)
+    torch.set_num_threads(max(1, threads))
+    settings = {name: o[name] for name in READER_OPTIONS}
+    run_dir = run_folder(output)
+    set_aside_stale_checkpoints(run_dir, train_set, {
+        "model": "lipreader", "model_options": model_options, "seed": o["seed"],
+        "batch_size": o["batch_size"], **settings})
+    train, validation, held = word_examples(train_set, words, model_options, o)
+    held = [list(key) for key in held]
+    trainee = reader_trainee(model_options, settings,
+                             info={"held_out_clips": held, "train_set": str(train_set)})
+    summary = run_training(trainee, train_set=train, run_dir=run_dir, output=output,
+                           validation_set=validation,
+                           record={"train_set": str(train_set), "held_out_clips": held},
+                           **{name: o[name] for name in LOOP_OPTIONS})
+    scores = summary["validation"] or {}
+    log.info("lip reader: held-out accuracy %s, WER %s (%d clips)",
+             f"{scores['accuracy']:.3f}" if scores else "none",
+             f"{scores['wer']:.3f}" if scores else "none", len(held))
+    return {**summary, "held_out_clips": len(held)}
+
+
+def load_lipreader(path: str | os.PathLike, device: torch.device | str = "cpu"
+                   ) -> tuple[nn.Module, dict]:
+    """The lip reader of a trained file (train_lipreader's output) or a checkpoint, in eval
+    mode, and what the file says about it (model_options, validation, ...)."""
+    if not Path(path).is_file():
         raise InputError(path, "lip reader weights not found (lipsync train-lipreader writes "
                                "them)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for a foreign file
-        raise InputError(path, f"not a readable torch file ({error})") from None
-    if not isinstance(state, dict) or "lipreader" not in state:
-        raise InputError(path, "not a lip reader file (no 'lipreader' state)")
-    network = lipreader.build(state["model_options"])
-    network.load_state_dict(state["lipreader"])
-    return network.to(device).eval(), state
-
-
-def _split_examples(split, words_paths, model_options: dict, s: dict):
-    clips, fps = read_clip_mouths(split, model_options)
-    words = alignments.read_words(words_paths)
-    data = WordSlots(clips, words, fps, model_options["frames"])
-    held = held_out_clips(data.keys, s["seed"], s["validation_fraction"])
-    clip_of = np.repeat(np.arange(len(data.keys)), len(alignments.SLOTS))
-    is_held = np.array([data.keys[c] in held for c in clip_of])
-    return data, np.flatnonzero(~is_held), np.flatnonzero(is_held)
-
-
-def validate(network, data: WordSlots, indices: np.ndarray, device) -> dict:
-    if not len(indices):
-        return {}
-    predicted = objective.predict(network, data.examples[indices], data.slots[indices], device)
-    return objective.scores(predicted, data.labels[indices])
-
-
-def _resume(folder: Path, network, optimizer, s: dict, model_options: dict) -> int:
-    path = ckpt.latest_checkpoint(folder)
-    if path is None:
-        return 0
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    made_with = {k: state["options"].get(k) for k in _RESUME_KEYS}
-    if made_with != {k: s[k] for k in _RESUME_KEYS} or state["model_options"] != model_options:
-        raise LipsyncError(f"{path} was made under other options ({made_with}, model "
-                           f"{state['model_options']}); move it aside to start over")
-    network.load_state_dict(state["lipreader"])
-    optimizer.load_state_dict(state["optimizer"])
-    rng.set_rng_state(state["rng"])
-    log.info("resuming from %s (%d samples)", path, state["samples"])
-    return int(state["samples"])
-
-
-def _state(network, optimizer, samples: int, s: dict, model_options: dict, **extra) -> dict:
-    return {"lipreader": network.state_dict(), "optimizer": optimizer.state_dict(),
-            "samples": samples, "options": s, "model_options": model_options,
-            "rng": rng.rng_state(), "provenance": describe(), **extra}
-
-
-def train_lipreader(split: str | os.PathLike, words: list[str | os.PathLike],
-                    output: str | os.PathLike, *, options: dict | None = None,
-                    model_options: dict | None = None, threads: int = 1) -> dict:
-    """Train on `split` (a packed training split) with the word tables `words`; checkpoints,
-    log.jsonl and validation.json go beside `output` (resumed from the newest checkpoint there);
-    writes the final network to `output` and returns its held-out scores."""
-    # torch's default of every core's thread oversubscribes a shared machine (measured: 20x
-    # slower per step with 2 threads beside other jobs on 2 cores)
-    torch.set_num_threads(max(1, threads))
-    s, model_options = resolve_options(options), lipreader.resolve_options(model_options)
-    folder = Path(output).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    device = pick_device(s["device"])
-    rng.seed_all(s["seed"])
-    data, train_items, held = _split_examples(split, words, model_options, s)
-    network = lipreader.build(model_options).to(device)
-    optimizer = torch.optim.Adam(network.parameters(), lr=s["learning_rate"])
-    samples = _resume(folder, network, optimizer, s, model_options)
-    stop = {"signal": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal=True))
-    started = time.perf_counter()
-    try:
-        samples = _loop(network, optimizer, data, train_items, samples, s, model_options,
-                        folder, device, stop)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if stop["signal"]:
-        raise LipsyncError(f"stopped by SIGTERM at {samples} samples; checkpoint saved in "
-                           f"{folder}: rerun to resume")
-    scores = validate(network, data, held, device)
-    scores.update(train_clips=len(data.keys) - len(held) // len(alignments.SLOTS),
-                  held_out_clips=len(held) // len(alignments.SLOTS), samples=samples,
-                  seconds_this_job=round(time.perf_counter() - started, 1))
-    ckpt.save(output, _state(network, optimizer, samples, s, model_options,
-                                     validation=scores))
-    write_json(folder / "validation.json", scores)
-    log.info("lip reader: held-out accuracy %.3f, WER %.3f (%d clips)",
-             scores.get("accuracy", float("nan")), scores.get("wer", float("nan")),
-             scores["held_out_clips"])
-    return scores
-
-
-def _loop(network, optimizer, data, train_items, samples, s, model_options, folder, device,
-          stop) -> int:
-    generator = torch.Generator().manual_seed(s["seed"] + samples)
-    loader = DataLoader(Subset(data, train_items.tolist()), batch_size=s["batch_size"],
-                        shuffle=True, drop_last=len(train_items) > s["batch_size"],
-                        generator=generator)
-    next_checkpoint = (samples // s["checkpoint_every_samples"] + 1) * s["checkpoint_every_samples"]
-    with open(folder / "log.jsonl", "a") as journal:
-        while samples < s["total_samples"] and not stop["signal"]:
-            network.train()
-            for batch in loader:
-                value, correct = objective.loss(network, batch, device)
-                if not torch.isfinite(value):
-                    raise LipsyncError(f"non-finite loss at {samples} samples; last checkpoint "
-                                       f"{ckpt.latest_checkpoint(folder)}")
-                optimizer.zero_grad(set_to_none=True)
-                value.backward()
-                optimizer.step()
-                samples += len(batch["word"])
-                journal.write(json.dumps({"samples": samples, "loss": float(value.detach()),
-                                          "accuracy": float(correct) / len(batch["word"])})
-                              + "\n")
-                if samples >= next_checkpoint or samples >= s["total_samples"] or stop["signal"]:
-                    ckpt.save(ckpt.checkpoint_path(folder, samples),
-                              _state(network, optimizer, samples, s, model_options))
-                    ckpt.prune(folder, s["keep_checkpoints"])
-                    next_checkpoint += s["checkpoint_every_samples"]
-                if samples >= s["total_samples"] or stop["signal"]:
-                    break
-    return samples
+    return checkpoint.load_network(path, "lipreader",
+                                   lambda state: lipreader.build(state["model_options"]), device)
