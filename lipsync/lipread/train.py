@@ -7,6 +7,7 @@ hash (lipsync.sync.dataset.held_out_clips), never on the test split.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from pathlib import Path
@@ -101,16 +102,48 @@ def held_out_scores(network: nn.Module, validation: WordSlots, *,
             **{f"accuracy_{slot}": value for slot, value in scores["slot_accuracy"].items()}}
 
 
-def _validate(networks: dict, validation, *, device: torch.device, precision: Precision) -> dict:
-    return held_out_scores(networks["lipreader"], validation, device=device)
+@torch.no_grad()
+def recalibrate_batchnorm(network: nn.Module, examples: WordSlots, *,
+                          device: torch.device | str = "cpu", batch_size: int = 64,
+                          limit: int = 0) -> nn.Module:
+    """Recompute every BatchNorm's statistics as the plain average over `examples` (the first
+    `limit`, 0 = all) with the weights as they are (the running averages lag moving weights)."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = network.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    network.train()
+    count = min(len(examples), limit) if limit else len(examples)
+    for start in range(0, count, batch_size):
+        stop = min(start + batch_size, count)
+        mouths = torch.from_numpy(examples.examples[start:stop].astype("float32") / 255.0)
+        network(mouths.to(device), torch.from_numpy(examples.slots[start:stop]).to(device))
+    for norm in norms:
+        norm.momentum = 0.1
+    network.train(was_training)
+    return network
+
+
+# Training examples whose BatchNorm statistics a validation recomputes (on a copy).
+CALIBRATION_EXAMPLES = 1920
 
 
 def reader_trainee(model_options: dict | None = None, settings: dict | None = None,
-                   info: dict | None = None) -> Trainee:
+                   info: dict | None = None, calibration: WordSlots | None = None) -> Trainee:
     """The lip reader as the loop trains it: one network "lipreader", WordObjective, held-out
-    per-slot accuracy and WER as validation; `settings`: READER_OPTIONS values."""
+    per-slot accuracy and WER as validation (on a copy whose BatchNorm statistics are recomputed
+    over `calibration`, training examples); `settings`: READER_OPTIONS values."""
     model_options = lipreader.resolve_options(model_options)
     settings = resolve(READER_OPTIONS, settings, "lipreader.training")
+
+    def _validate(networks: dict, validation, *, device: torch.device,
+                  precision: Precision) -> dict:
+        network = networks["lipreader"]
+        if calibration is not None:
+            network = recalibrate_batchnorm(copy.deepcopy(network), calibration, device=device,
+                                            limit=CALIBRATION_EXAMPLES)
+        return held_out_scores(network, validation, device=device)
 
     def build():
         return ({"lipreader": lipreader.build(model_options)},
@@ -164,16 +197,33 @@ def train_lipreader(train_set: str | os.PathLike, words: list[str | os.PathLike]
     train, validation, held = word_examples(train_set, words, model_options, o)
     held = [list(key) for key in held]
     trainee = reader_trainee(model_options, settings,
-                             info={"held_out_clips": held, "train_set": str(train_set)})
+                             info={"held_out_clips": held, "train_set": str(train_set)},
+                             calibration=train)
     summary = run_training(trainee, train_set=train, run_dir=run_dir, output=output,
                            validation_set=validation,
                            record={"train_set": str(train_set), "held_out_clips": held},
                            **{name: o[name] for name in LOOP_OPTIONS})
-    scores = summary["validation"] or {}
+    scores = _finish(output, train, validation)
+    summary["validation"] = scores or summary["validation"]
     log.info("lip reader: held-out accuracy %s, WER %s (%d clips)",
              f"{scores['accuracy']:.3f}" if scores else "none",
              f"{scores['wer']:.3f}" if scores else "none", len(held))
     return {**summary, "held_out_clips": len(held)}
+
+
+def _finish(output, train: WordSlots, validation: WordSlots | None) -> dict:
+    """Recompute the output network's BatchNorm statistics over all training examples, score
+    the held-out clips with it, and rewrite the output file (atomically) with both."""
+    state = torch.load(output, map_location="cpu", weights_only=False)
+    network = lipreader.build(state["model_options"])
+    network.load_state_dict(state["networks"]["lipreader"])
+    recalibrate_batchnorm(network, train)
+    scores = held_out_scores(network, validation) if validation is not None else {}
+    state["networks"]["lipreader"] = network.state_dict()
+    state["validation"] = scores or state.get("validation")
+    state["batchnorm"] = f"statistics recomputed over the {len(train)} training examples"
+    checkpoint.save(output, state)
+    return scores
 
 
 def load_lipreader(path: str | os.PathLike, device: torch.device | str = "cpu"
