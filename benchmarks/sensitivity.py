@@ -12,6 +12,7 @@ look at real footage, e.g. the real-s1 subset that `lipsync pack-subset` writes:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,12 +37,19 @@ def main() -> int:
     parser.add_argument("--metrics", default="ssim,psnr,lmd,csim")
     parser.add_argument("--csim-frames-per-clip", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--defects", type=json.loads, default=DEFECTS,
+                        help='JSON kind -> strengths, e.g. \'{"jitter": [2], "flicker": [10]}\'')
+    parser.add_argument("--words", nargs="*", default=[],
+                        help="word tables (lipsync words) for content_swap")
+    parser.add_argument("--evaluate", type=json.loads, default={},
+                        help='JSON overlaid on the evaluate options, e.g. \'{"wer": {"weights": '
+                             '"lipreader.pt", "words": "alignments/{speaker}.tsv"}}\'')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     output = Path(args.output)
     options = {"metrics": args.metrics.split(","), "csim": {"frames_per_clip":
                                                             args.csim_frames_per_clip},
-               "bootstrap": {"resamples": 300}}
+               "bootstrap": {"resamples": 300}, **args.evaluate}
     started = time.perf_counter()
     references = {}
     for name in registry.reference_metrics(options):
@@ -49,7 +57,7 @@ def main() -> int:
         score.write_reference(name, args.test_set, references[name], options=options,
                               threads=args.threads)
     systems = {"real": None} | {defects.system_name(k, s): (k, s)
-                                for k, strengths in DEFECTS.items() for s in strengths}
+                                for k, strengths in args.defects.items() for s in strengths}
     summaries = []
     for system, defect in systems.items():
         generated = output / "generated" / f"{system}.h5"
@@ -58,7 +66,7 @@ def main() -> int:
 
             generate("real", args.test_set, generated)
         else:
-            defects.make_defect_set(args.test_set, *defect, generated)
+            defects.make_defect_set(args.test_set, *defect, generated, words=args.words)
         folder = output / "metrics" / system
         score.score_run(generated, args.test_set, references, folder / "scores.tsv",
                         folder / "clips.tsv", folder / "summary.json", options=options,

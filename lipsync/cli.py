@@ -160,6 +160,19 @@ def _pack(args):
                     options=args.options)
 
 
+def _words_arguments(parser):
+    parser.add_argument("--manifest", required=True, help="corpus/{speaker}.tsv")
+    parser.add_argument("--output", required=True, help="alignments/{speaker}.tsv")
+
+
+@command("words", "one speaker's GRID word alignments as a word table (slot, word, times)")(
+    _words_arguments)
+def _words(args):
+    from lipsync.data import alignments
+
+    alignments.write_words(args.manifest, args.output)
+
+
 def _contact_sheet_arguments(parser):
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--output", required=True)
@@ -235,6 +248,25 @@ def _train_syncnet(args):
     from lipsync.sync import train
 
     train.train_expert(args.train_set, args.output, options=args.options, threads=args.threads)
+
+
+def _train_lipreader_arguments(parser):
+    parser.add_argument("--train-set", required=True, help="packed training split (full.h5)")
+    parser.add_argument("--words", nargs="+", required=True,
+                        help="alignments/{speaker}.tsv word tables (lipsync words)")
+    parser.add_argument("--output", required=True,
+                        help="lip reader file; checkpoints and log.jsonl go beside it")
+    parser.add_argument("--threads", type=int, default=1)
+    _add_options(parser)
+
+
+@command("train-lipreader", "train the GRID lip reader of the wer/cer metrics (resumes)")(
+    _train_lipreader_arguments)
+def _train_lipreader(args):
+    from lipsync.lipread import train
+
+    train.train_lipreader(args.train_set, args.words, args.output, options=args.options,
+                          threads=args.threads)
 
 
 def _generate_arguments(parser):
@@ -375,9 +407,12 @@ def _score_videos(args):
 
 def _defect_arguments(parser):
     parser.add_argument("--test-set", required=True)
-    parser.add_argument("--kind", required=True, help="desync, frozen, blur, jpeg, noise, colour")
+    parser.add_argument("--kind", required=True, help="desync, frozen, blur, jpeg, noise, colour, "
+                                                      "jitter, flicker, content_swap")
     parser.add_argument("--strength", type=float, required=True)
     parser.add_argument("--output", required=True, help="generated/defect-{kind}-{strength}.h5")
+    parser.add_argument("--words", nargs="*", default=[],
+                        help="alignments/{speaker}.tsv word tables (content_swap reads them)")
 
 
 @command("defect", "the real test faces with one controlled defect (a scored system)")(
@@ -385,7 +420,8 @@ def _defect_arguments(parser):
 def _defect(args):
     from lipsync.analysis import defects
 
-    defects.make_defect_set(args.test_set, args.kind, args.strength, args.output)
+    defects.make_defect_set(args.test_set, args.kind, args.strength, args.output,
+                            words=args.words)
 
 
 def _sensitivity_arguments(parser):

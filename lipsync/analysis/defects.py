@@ -9,7 +9,17 @@ Kinds and what `strength` means:
 - ``blur``: Gaussian blur of the whole face, sigma = strength pixels;
 - ``jpeg``: JPEG re-encoding at quality = strength (OpenCV, 4:2:0);
 - ``noise``: additive Gaussian noise, sigma = strength grey levels (seeded per sample);
-- ``colour``: a shift of the red channel up and the blue channel down by strength grey levels.
+- ``colour``: a shift of the red channel up and the blue channel down by strength grey levels;
+- ``jitter``: the whole face shifted by a random whole-pixel offset in [-strength, strength] on
+  each axis, drawn per frame (seeded per sample; edges replicated): a shake only time shows;
+- ``flicker``: the whole face brightened or darkened by strength grey levels, the sign drawn per
+  frame (seeded per sample);
+- ``content_swap``: the lower half taken from another sentence of the same speaker in the test
+  set, time-aligned word slot by word slot with the GRID word alignments (frame t in word k of
+  this clip takes the frame at the same relative position in word k of the donor): in rhythm,
+  wrong words. The donor is the test clip of the same speaker that differs in the most word
+  slots; a speaker with one test clip takes its own words one slot on (slot k from slot k+1).
+  Strength ignored (1). Needs the word tables (`words`).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import cv2
 import h5py
 import numpy as np
 
+from lipsync.data import alignments
 from lipsync.errors import LipsyncError
 from lipsync.io import atomic_path
 from lipsync.logs import get_logger
@@ -39,7 +50,12 @@ DEFAULT_STRENGTHS = {
     "jpeg": [90, 50, 20, 5],
     "noise": [2, 5, 10, 20],
     "colour": [5, 10, 20, 40],
+    "jitter": [1, 2],
+    "flicker": [2, 5, 10],
+    "content_swap": [1],
 }
+# Defects that read the GRID word alignments of the test clips.
+NEEDS_WORDS = ("content_swap",)
 SEED = 0
 
 
@@ -100,8 +116,33 @@ def _colour(faces: np.ndarray, shift: float) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def apply(kind: str, strength: float, test_set: TestSet, start: int, stop: int) -> np.ndarray:
-    """Defective faces of samples [start, stop)."""
+def _per_sample_rng(sample: int, kind: str) -> np.random.Generator:
+    # the same draw in any batch order; the kind keeps jitter's and flicker's draws apart
+    return np.random.default_rng([SEED, int(sample), sum(map(ord, kind))])
+
+
+def _jitter(faces: np.ndarray, pixels: float, samples: np.ndarray) -> np.ndarray:
+    out = np.empty_like(faces)
+    reach = int(round(pixels))
+    for k, sample in enumerate(samples):
+        dx, dy = _per_sample_rng(sample, "jitter").integers(-reach, reach + 1, 2)
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        out[k] = cv2.warpAffine(np.ascontiguousarray(faces[k]), shift, faces.shape[2:0:-1],
+                                flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def _flicker(faces: np.ndarray, levels: float, samples: np.ndarray) -> np.ndarray:
+    out = np.empty_like(faces)
+    for k, sample in enumerate(samples):
+        sign = 1 if _per_sample_rng(sample, "flicker").random() < 0.5 else -1
+        out[k] = np.clip(faces[k].astype(np.int16) + sign * int(round(levels)), 0, 255)
+    return out
+
+
+def apply(kind: str, strength: float, test_set: TestSet, start: int, stop: int,
+          donors: np.ndarray | None = None) -> np.ndarray:
+    """Defective faces of samples [start, stop); `donors` = content_swap.donor_crops(...)."""
     samples = np.arange(start, stop, dtype=np.int64)
     real = test_set.ground_truth(start, stop)
     if kind == "desync":
@@ -117,16 +158,34 @@ def apply(kind: str, strength: float, test_set: TestSet, start: int, stop: int) 
         return _noise(real, strength, samples)
     if kind == "colour":
         return _colour(real, strength)
+    if kind == "jitter":
+        return _jitter(real, strength, samples)
+    if kind == "flicker":
+        return _flicker(real, strength, samples)
+    if kind == "content_swap":
+        if donors is None:
+            raise LipsyncError("content_swap needs the GRID word tables of the test clips")
+        return _lower_half(real, test_set.read_crops(donors[start:stop]))
     raise LipsyncError(f"unknown defect kind {kind!r}; known: {', '.join(DEFAULT_STRENGTHS)}")
 
 
 def make_defect_set(test_set: str | os.PathLike, kind: str, strength: float,
-                    output: str | os.PathLike, *, batch_size: int = 512) -> Path:
-    """Write the defect set `kind` at `strength` as a generated set (lipsync.generate's format)."""
+                    output: str | os.PathLike, *, batch_size: int = 512,
+                    words: list[str | os.PathLike] | tuple = ()) -> Path:
+    """Write the defect set `kind` at `strength` as a generated set (lipsync.generate's format);
+    `words` are the word tables (lipsync.data.alignments) content_swap reads."""
     if kind not in DEFAULT_STRENGTHS:
         raise LipsyncError(f"unknown defect kind {kind!r} (analysis.defects); known: "
                            f"{', '.join(DEFAULT_STRENGTHS)}")
+    if kind in NEEDS_WORDS and not words:
+        raise LipsyncError(f"defect {kind} needs the word tables of the test clips (--words "
+                           "results/alignments/{speaker}.tsv)")
     with TestSet(test_set) as truth:
+        donors = None
+        if kind == "content_swap":
+            from lipsync.analysis import content_swap
+
+            donors = content_swap.donor_crops(truth, alignments.read_words(words))
         n = truth.n_samples
         size = truth.image_shape
         with atomic_path(output) as tmp, h5py.File(tmp, "w") as handle:
@@ -138,7 +197,7 @@ def make_defect_set(test_set: str | os.PathLike, kind: str, strength: float,
                                  "provenance": json.dumps(describe(), sort_keys=True)})
             with progress(total=n, desc=f"defect {kind} {strength:g}", unit="face") as bar:
                 for start, stop in batches(n, batch_size):
-                    faces[start:stop] = apply(kind, strength, truth, start, stop)
+                    faces[start:stop] = apply(kind, strength, truth, start, stop, donors)
                     bar.update(stop - start)
     log.info("defect set %s (%d faces) -> %s", system_name(kind, strength), n, output)
     return Path(output)

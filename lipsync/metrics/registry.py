@@ -22,10 +22,14 @@ MODULES = (
     "lipsync.metrics.sync",
     "lipsync.metrics.landmarks",
     "lipsync.metrics.identity",
+    "lipsync.metrics.temporal",
+    "lipsync.metrics.lipreading",
+    "lipsync.metrics.sync_calibrated",
 )
 
 # What `evaluate.metrics` scores when not given (the schema's default is tested equal).
-DEFAULT_METRICS = ("fid", "kid", "ssim", "psnr", "lmd", "csim", "lse")
+DEFAULT_METRICS = ("fid", "kid", "ssim", "psnr", "lmd", "csim", "lse", "lse_calibrated",
+                   "temporal", "lve", "wer", "cer")
 
 METRICS: dict[str, type[Metric]] = {}
 _loaded = False

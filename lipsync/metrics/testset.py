@@ -160,6 +160,10 @@ class TestSet:
         return (_require(self._file, self.path, "clips/crop_start")[()].astype(np.int64),
                 _require(self._file, self.path, "clips/crop_count")[()].astype(np.int64))
 
+    def crop_frames(self) -> np.ndarray:
+        """The video frame of every crop."""
+        return _require(self._file, self.path, "crops/frame")[()].astype(np.int64)
+
     def sample_table(self) -> pd.DataFrame:
         """One row per sample: sample index, speaker, clip, video frame of the target crop."""
         clip_index = _require(self._file, self.path, "crops/clip_index")[()].astype(np.int64)

@@ -7,12 +7,18 @@ ruleorder: defect > generate
 rule defect:
     input:
         test_set="results/datasets/test.h5",
+        # only content_swap reads the word alignments; other kinds do not wait for them
+        words=lambda w: (
+            expand("results/alignments/{speaker}.tsv", speaker=SPEAKERS)
+            if w.kind == "content_swap"
+            else []
+        ),
     output:
         "results/generated/defect-{kind}-{strength}.h5",
     log:
         "results/logs/defect/{kind}-{strength}.log",
     wildcard_constraints:
-        kind="[a-z]+",
+        kind="[a-z_]+",
         strength="[0-9.]+",
     conda:
         "../../envs/lipsync.yaml"
@@ -23,7 +29,7 @@ rule defect:
         code=code_hash("defect"),
     shell:
         "lipsync --log-file {log:q} defect --test-set {input.test_set:q} --kind {wildcards.kind}"
-        " --strength {wildcards.strength} --output {output:q}"
+        " --strength {wildcards.strength} --output {output:q} --words {input.words:q}"
 
 
 rule sensitivity:

@@ -61,6 +61,21 @@ rule pack:
         " --options {params.options:q}"
 
 
+rule words:
+    input:
+        manifest="results/corpus/{speaker}.tsv",
+    output:
+        "results/alignments/{speaker}.tsv",
+    log:
+        "results/logs/words/{speaker}.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    params:
+        code=code_hash("words"),
+    shell:
+        "lipsync --log-file {log:q} words --manifest {input.manifest:q} --output {output:q}"
+
+
 rule contact_sheet:
     input:
         "results/datasets/{split}.h5",
