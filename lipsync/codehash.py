@@ -13,20 +13,33 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-# Modules whose string constants are not followed as imports. The metric registry names every
-# metric module in MODULES; a job runs only the metrics it scores, which its rule names itself
-# (`metric_modules`), so following those strings would make training depend on every metric.
+# Modules whose string constants are not followed as imports, and whose lists of module names are
+# not part of their meaning. The metric registry names every metric module in MODULES; a job runs
+# only the metrics it scores, whose modules its rule adds itself (`extra_modules`). Following
+# those strings would make training depend on every metric, and hashing the list would rescore
+# every metric when one is added.
 UNFOLLOWED_STRINGS = frozenset({"lipsync.metrics.registry"})
 
 
-def normalized(node: ast.AST) -> str:
-    """The meaning of `node` as text: its AST dump without docstrings or source positions.
+def normalized(node: ast.AST, package: str | None = None) -> str:
+    """The meaning of `node` as text: its AST dump without docstrings or source positions, and,
+    with `package`, without the names of that package's modules listed in tuples, lists or sets.
 
     Comments never reach the AST; docstrings (a string constant as the first statement of a
     module, class or function) are dropped here, so documenting code changes no hash.
     """
     tree = _without_docstrings(ast.parse(ast.unparse(node)))
+    if package:
+        _drop_listed_modules(tree, package)
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def _drop_listed_modules(tree: ast.AST, package: str) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            node.elts = [e for e in node.elts if not (
+                isinstance(e, ast.Constant) and isinstance(e.value, str)
+                and e.value.startswith(f"{package}."))]
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -169,5 +182,6 @@ def code_hash(package: Path, command: str | None, extra_modules: Iterable[str] =
     digest = hashlib.sha256(normalized(ast.Module(body=kept, type_ignores=[])).encode())
     for name, file in sorted(modules.items()):
         digest.update(name.encode())
-        digest.update(normalized(ast.parse(file.read_bytes(), str(file))).encode())
+        listed = package.name if name in UNFOLLOWED_STRINGS else None
+        digest.update(normalized(ast.parse(file.read_bytes(), str(file)), listed).encode())
     return digest.hexdigest()[:16]

@@ -85,3 +85,13 @@ def test_docstrings_are_dropped_from_modules_classes_and_functions_alone():
     only_doc = 'def f():\n    """Only a docstring."""\n'
     assert codehash.normalized(codehash.ast.parse(only_doc)) == codehash.normalized(
         codehash.ast.parse("def f():\n    pass\n"))
+
+
+def test_a_new_line_in_the_metric_registry_rescores_no_other_metric(package):
+    before = codehash.code_hash(package, "score-metric", ["lipsync.metrics.landmarks"])
+    _edit(package / "metrics" / "registry.py", '    "lipsync.metrics.identity",\n',
+          '    "lipsync.metrics.identity",\n    "lipsync.metrics.brightness",\n')
+    assert codehash.code_hash(package, "score-metric", ["lipsync.metrics.landmarks"]) == before
+    _edit(package / "metrics" / "registry.py", 'DEFAULT_METRICS = ("fid",',
+          'DEFAULT_METRICS = ("kid",')
+    assert codehash.code_hash(package, "score-metric", ["lipsync.metrics.landmarks"]) != before
