@@ -291,7 +291,7 @@ def test_face_padding_plans_faces_and_downstream_but_no_download(demo):
 def _plan_after_editing(project: Path, module: str) -> dict[str, int]:
     path = project / "lipsync" / module
     original = path.read_text()
-    path.write_text(original + "\n# an edit\n")
+    path.write_text(original + "\n_EDIT = 1  # a real change: a comment alone would plan nothing\n")
     try:
         return plan(project)
     finally:

@@ -22,9 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from lipsync.device import pick_device
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import atomic_path, write_json, write_tsv
 from lipsync.logs import get_logger
@@ -70,6 +68,10 @@ def write_reference(metric_name: str, test_set: str | os.PathLike, output: str |
     The file holds the metric's arrays plus `protocol` (JSON), `key`, `n` and `fingerprint`, so
     scoring refuses data made under other settings or from other faces.
     """
+    import torch  # here, not above: merging a system's scores needs no torch
+
+    from lipsync.device import pick_device
+
     torch.set_num_threads(max(1, threads))
     s = settings(options)
     metric = registry.get(metric_name)
@@ -214,6 +216,10 @@ def _stream(slots: list[_Slot], truth: TestSet, output: GeneratedSet, batch_size
 def _score_pass(generated, test_set, metrics: list[type[Metric]], references: dict, *,
                 options: dict | None, threads: int) -> _Pass:
     """Score `generated` with `metrics` in one streaming pass over the test set."""
+    import torch
+
+    from lipsync.device import pick_device
+
     torch.set_num_threads(max(1, threads))
     s = settings(options)
     device = pick_device(s["device"])
