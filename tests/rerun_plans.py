@@ -118,8 +118,8 @@ CHANGES = {
                             config={"training": {"models": {"l1wgan_gp": {"n_critic": 3}}}}),
     "one_run": Change("one run's options (`training.runs.lipgan-small.learning_rate`)",
                       config={"training": {"runs": {"lipgan-small": {"learning_rate": 0.002}}}}),
-    "test_split": Change("the test split (`splits.test`: 2 clips per speaker -> 3)",
-                         config={"splits": {"test": 3}}),
+    "test_split": Change("the test split (`splits.test`: 2 clips per speaker -> 1)",
+                         config={"splits": {"test": 1}}),
     "face_detector": Change("the face detector (`faces.detector`: opencv -> dlib)",
                             config={"faces": {"detector": "dlib"}}),
 }
