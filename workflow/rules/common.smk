@@ -245,11 +245,6 @@ def _metric_registry():
 _metric_registry().check(config["evaluate"])
 
 
-def reference_metrics():
-    """Metrics whose reference data (work on the real faces) the configured metrics need."""
-    return _metric_registry().reference_metrics(config["evaluate"])
-
-
 def metric_inputs():
     """Files the configured metrics read (Inception weights, an expert checkpoint, ...)."""
     return _metric_registry().input_files(config["evaluate"], SPEAKERS)
