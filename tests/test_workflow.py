@@ -38,7 +38,7 @@ def planned_jobs(output: str) -> dict[str, int]:
 def test_paper_config_plans_whole_dag_offline(tmp_path):
     result = snakemake("-n", "--cores", "4", "--directory", str(tmp_path),
                        "--snakefile", str(SNAKEFILE), "--configfile",
-                       str(REPO / "config.yaml"))
+                       str(REPO / "config.yaml"), timeout=300)  # 90 s on a loaded machine
     assert result.returncode == 0, result.stderr + result.stdout
     jobs = planned_jobs(result.stdout)
     speakers = 33
@@ -52,6 +52,16 @@ def test_paper_config_plans_whole_dag_offline(tmp_path):
     # One scoring job per system and metric (the seven of evaluate.metrics' default).
     assert jobs["score_metric"] == 7 * jobs["merge_scores"]
     assert sum(jobs.values()) < 1000  # jobs per speaker shard, never per clip (33,000 clips)
+    scoring = {}
+    for command in shell_commands(result.stdout):
+        if "score-metric" in command:
+            metric = command[command.index("--metric") + 1]
+            scoring[metric] = json.loads(command[command.index("--options") + 1])
+    # Each scoring job reads its own metric's section (KID also FID's, whose reference data it
+    # reads) and the shared settings; never evaluate.metrics, so adding a metric rescores no other.
+    shared = {"batch_size", "device", "bootstrap"}
+    assert set(scoring["csim"]) == {"csim"} | shared
+    assert set(scoring["kid"]) == {"kid", "fid"} | shared
 
 
 def test_download_retries_are_not_a_param_so_changing_them_downloads_nothing_again(tmp_path):
