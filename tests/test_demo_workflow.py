@@ -214,11 +214,11 @@ def test_a_docstring_or_comment_anywhere_in_lipsync_plans_no_job(reruns):
 def test_a_metric_modules_code_rescores_only_that_metric_and_what_reads_its_results(reruns):
     plans, everything = reruns
     jobs = _rules(plans["metric_module"])
-    assert _metrics(plans["metric_module"], "score_metric") == {"lmd"}
-    assert jobs["score_metric"] == everything["merge_scores"]  # LMD of every system
-    assert _metrics(plans["metric_module"], "metric_reference") <= {"lmd"}
-    forbidden = UPSTREAM_OF_SCORING  # no training, generation, expert or preprocessing
-    assert set(jobs) <= METRIC_READERS | {"score_metric", "metric_reference"}
+    assert _metrics(plans["metric_module"], "score_metric") == {"kid"}
+    assert jobs["score_metric"] == everything["merge_scores"]  # KID of every system
+    # No training, generation, expert, preprocessing, nor FID's reference data KID reads.
+    forbidden = UPSTREAM_OF_SCORING | {"metric_reference"}
+    assert set(jobs) <= METRIC_READERS | {"score_metric"}
     assert not set(jobs) & forbidden
 
 
