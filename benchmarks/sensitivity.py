@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lipsync.analysis import defects, sensitivity  # noqa: E402
-from lipsync.metrics import registry, score  # noqa: E402
+from lipsync.metrics import score  # noqa: E402
 
 DEFECTS = {"desync": [1, 2, 4, 8], "frozen": [1], "blur": [1, 2, 4], "jpeg": [50, 20, 5],
            "noise": [5, 10, 20], "colour": [10, 40]}
@@ -51,11 +51,6 @@ def main() -> int:
                                                             args.csim_frames_per_clip},
                "bootstrap": {"resamples": 300}, **args.evaluate}
     started = time.perf_counter()
-    references = {}
-    for name in registry.reference_metrics(options):
-        references[name] = output / "reference" / f"{name}.npz"
-        score.write_reference(name, args.test_set, references[name], options=options,
-                              threads=args.threads)
     systems = {"real": None} | {defects.system_name(k, s): (k, s)
                                 for k, strengths in args.defects.items() for s in strengths}
     summaries = []
@@ -68,9 +63,9 @@ def main() -> int:
         else:
             defects.make_defect_set(args.test_set, *defect, generated, words=args.words)
         folder = output / "metrics" / system
-        score.score_run(generated, args.test_set, references, folder / "scores.tsv",
-                        folder / "clips.tsv", folder / "summary.json", options=options,
-                        threads=args.threads)
+        score.score_with_references(generated, args.test_set, output / "reference", folder,
+                                    options=options, threads=args.threads,
+                                    reuse_references=system != "real")
         summaries.append(folder / "summary.json")
     table = sensitivity.write_sensitivity(summaries, output / "tables", output / "sensitivity.png")
     seconds = time.perf_counter() - started

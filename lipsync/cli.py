@@ -333,6 +333,47 @@ def _score(args):
                     args.clip_scores, args.summary, options=args.options, threads=args.threads)
 
 
+def _score_metric_arguments(parser):
+    parser.add_argument("--metric", required=True, help="registered metric name (fid, lmd, ...)")
+    parser.add_argument("--generated", required=True)
+    parser.add_argument("--test-set", required=True)
+    parser.add_argument("--reference", type=_named_path, action="append", default=[],
+                        metavar="METRIC=PATH", help="reference data of a metric (repeatable)")
+    parser.add_argument("--output", required=True,
+                        help="the metric's result (.json); its rows go beside it (.tsv)")
+    parser.add_argument("--threads", type=int, default=1)
+    _add_options(parser)
+
+
+@command("score-metric", "one metric of one generated test set (merge-scores joins them)")(
+    _score_metric_arguments)
+def _score_metric(args):
+    from pathlib import Path
+
+    from lipsync.metrics import score
+
+    output = Path(args.output)
+    score.score_metric(args.generated, args.test_set, args.metric, dict(args.reference), output,
+                       output.with_suffix(".tsv"), options=args.options, threads=args.threads)
+
+
+def _merge_scores_arguments(parser):
+    parser.add_argument("--parts", nargs="+", required=True,
+                        help="score-metric results (.json, rows beside), in metric order")
+    parser.add_argument("--test-set", required=True)
+    parser.add_argument("--scores", required=True, help="per-frame scores TSV")
+    parser.add_argument("--clip-scores", required=True, help="per-clip scores TSV")
+    parser.add_argument("--summary", required=True, help="JSON of every metric")
+
+
+@command("merge-scores", "join one system's metric results into scores, clips and summary")(
+    _merge_scores_arguments)
+def _merge_scores(args):
+    from lipsync.metrics import score
+
+    score.merge_scores(args.parts, args.test_set, args.scores, args.clip_scores, args.summary)
+
+
 def _tables_arguments(parser):
     parser.add_argument("--summaries", nargs="+", required=True, help="metrics/{run}/summary.json")
     parser.add_argument("--output-dir", required=True)

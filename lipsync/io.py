@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -15,12 +16,15 @@ from pathlib import Path
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
 
-    A job killed half-way leaves at most a `.tmp` file behind, never a partial output that a
-    rerun would take for complete.
+    A job killed half-way leaves at most a hidden `.tmp` file behind, never a partial output that
+    a rerun would take for complete; the next write of `path` removes it (`remove_stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    # The writer's pid in the name tells a killed job's temporary from a live one's.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -33,6 +37,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _writer_alive(temporary: Path, output_name: str) -> bool:
+    """Whether the process that named `temporary` (.NAME.PID-XXXX.tmp) still runs here."""
+    pid, separator, _ = temporary.name[len(output_name) + 2:].partition("-")
+    if not separator or not pid.isdigit():
+        return False  # made before temporaries carried a pid: no writer left to ask
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the hidden temporaries of `path` (`.NAME.*.tmp` beside it) whose writer no longer
+    runs: what a killed job left (a face shard's is ~5 MB). Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if not _writer_alive(temporary, path.name):
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -24,7 +24,7 @@ from lipsync.data.audio import AUDIO_DEFAULTS, fit_length, melspectrogram
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import atomic_path, write_json, write_tsv
 from lipsync.logs import get_logger
-from lipsync.metrics import registry, score
+from lipsync.metrics import score
 from lipsync.progress import progress
 from lipsync.provenance import describe
 
@@ -271,15 +271,8 @@ def score_videos(generated: str | os.PathLike, reference: str | os.PathLike,
 
     test_set, generated_set = output / "test.h5", output / f"{run}.h5"
     _write_sets(pairs, Path(reference).resolve().name, test_set, generated_set, run, options)
-    evaluate = options["evaluate"]
-    references = {}
-    for name in registry.reference_metrics(evaluate):
-        references[name] = output / "reference" / f"{name}.npz"
-        score.write_reference(name, test_set, references[name], options=evaluate,
-                              threads=threads)
-    summary = score.score_run(generated_set, test_set, references, output / "scores.tsv",
-                              output / "clips.tsv", output / "summary.json", options=evaluate,
-                              threads=threads)
+    summary = score.score_with_references(generated_set, test_set, output / "reference", output,
+                                          options=options["evaluate"], threads=threads)
     summary.update(model="external", generated=str(generated), reference=str(reference),
                    videos=table.replace({np.nan: None}).to_dict("records"),
                    preprocessing={k: options[k] for k in ("faces", "audio", "videos")})

@@ -268,13 +268,8 @@ def score_all(folder: Path, test_path: Path, generated: Path, options: dict, run
               ) -> dict:
     """Reference data for every configured metric that has any, then score one generated set;
     writes folder/reference/{metric}.npz and folder/metrics/{run}/... and returns the summary."""
-    from lipsync.metrics import registry, score
+    from lipsync.metrics import score
 
-    references = {}
-    for name in registry.reference_metrics(options):
-        references[name] = folder / "reference" / f"{name}.npz"
-        if not references[name].exists():
-            score.write_reference(name, test_path, references[name], options=options)
-    out = folder / "metrics" / (run or Path(generated).stem)
-    return score.score_run(generated, test_path, references, out / "scores.tsv",
-                           out / "clips.tsv", out / "summary.json", options=options)
+    return score.score_with_references(generated, test_path, folder / "reference",
+                                       folder / "metrics" / (run or Path(generated).stem),
+                                       options=options, reuse_references=True)

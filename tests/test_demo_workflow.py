@@ -17,7 +17,9 @@ from pathlib import Path
 
 import h5py
 import pytest
+import rerun_plans
 import yaml
+from rerun_plans import DEFAULT_METRICS
 from test_workflow import planned_jobs
 
 from lipsync.generate import BASELINES
@@ -165,12 +167,113 @@ def _extra_config(project: Path, name: str, values: dict) -> str:
     return path.name
 
 
-def test_a_training_setting_plans_only_that_model_and_what_follows(demo):
-    extra = _extra_config(demo, "n_critic", {"training": {"models": {"l1wgan_gp": {"n_critic": 3}}}})
-    jobs = plan(demo, configfiles=(DEMO, extra))
-    assert jobs["train"] == 1
-    assert jobs["generate"] == jobs["score"] == 2  # the final generator and its snapshot
-    assert not set(jobs) & PREPROCESSING and "metric_reference" not in jobs
+# --- what reruns when you change X (docs/reruns.md is made from these plans) ----------------------
+
+
+def all_plans(project: Path) -> tuple[dict[str, list[rerun_plans.Job]], dict[str, int]]:
+    """The plan after each change of rerun_plans.CHANGES on a finished demo, and the job count
+    of every rule when everything runs."""
+    plans = {}
+    for key, change in rerun_plans.CHANGES.items():
+        configfiles = (DEMO, _extra_config(project, key, change.config)) if change.config else (
+            DEMO,)
+        with rerun_plans.edited(project / "lipsync", change.edit):
+            result = run_snakemake(project, "-n", configfiles=configfiles, timeout=300)
+        plans[key] = rerun_plans.planned(result.stdout)
+    everything = planned_jobs(run_snakemake(project, "-n", "--forceall", timeout=300).stdout)
+    return plans, everything
+
+
+@pytest.fixture(scope="module")
+def reruns(demo):
+    return all_plans(demo)
+
+
+def _rules(jobs: list[rerun_plans.Job]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.rule] = counts.get(job.rule, 0) + 1
+    return counts
+
+
+def _metrics(jobs: list[rerun_plans.Job], rule: str) -> set[str]:
+    return {job.wildcards["metric"] for job in jobs if job.rule == rule}
+
+
+# What reads the metric results, and so reruns when one metric is rescored.
+METRIC_READERS = {"merge_scores", "tables", "figures", "sensitivity", "agreement"}
+UPSTREAM_OF_SCORING = PREPROCESSING | {"contact_sheet", "train", "train_syncnet", "generate",
+                                       "defect", "dub"}
+
+
+def test_a_docstring_or_comment_anywhere_in_lipsync_plans_no_job(reruns):
+    plans, _ = reruns
+    assert plans["docstrings"] == []
+
+
+def test_a_metric_modules_code_rescores_only_that_metric_and_what_reads_its_results(reruns):
+    plans, everything = reruns
+    jobs = _rules(plans["metric_module"])
+    assert _metrics(plans["metric_module"], "score_metric") == {"kid"}
+    assert jobs["score_metric"] == everything["merge_scores"]  # KID of every system
+    # No training, generation, expert, preprocessing, nor FID's reference data KID reads.
+    forbidden = UPSTREAM_OF_SCORING | {"metric_reference"}
+    assert set(jobs) <= METRIC_READERS | {"score_metric"}
+    assert not set(jobs) & forbidden
+
+
+def test_a_metrics_options_rescore_only_that_metric_and_what_reads_its_results(reruns):
+    plans, everything = reruns
+    jobs = _rules(plans["metric_options"])
+    assert _metrics(plans["metric_options"], "score_metric") == {"csim"}
+    assert jobs["score_metric"] == everything["merge_scores"]
+    assert _metrics(plans["metric_options"], "metric_reference") <= {"csim"}
+    assert set(jobs) <= METRIC_READERS | {"score_metric", "metric_reference"}
+    assert not set(jobs) & UPSTREAM_OF_SCORING
+
+
+def test_a_new_metric_scores_only_itself_then_merges_tables_figures_and_studies(reruns):
+    plans, everything = reruns
+    jobs = _rules(plans["new_metric"])
+    assert _metrics(plans["new_metric"], "score_metric") == {"brightness"}
+    assert jobs["score_metric"] == jobs["merge_scores"] == everything["merge_scores"]
+    assert set(jobs) <= METRIC_READERS | {"score_metric"}  # no metric_reference: it has none
+    assert not set(jobs) & UPSTREAM_OF_SCORING
+
+
+def test_a_removed_metric_rescores_nothing(reruns):
+    plans, _ = reruns
+    jobs = _rules(plans["removed_metric"])
+    assert set(jobs) <= METRIC_READERS and "merge_scores" in jobs
+    assert not set(jobs) & (UPSTREAM_OF_SCORING | {"score_metric", "metric_reference"})
+
+
+def test_a_models_options_rerun_that_models_runs_and_their_downstream_only(reruns):
+    plans, everything = reruns
+    jobs = _rules(plans["model_options"])
+    assert {j.wildcards["run"] for j in plans["model_options"] if j.rule == "train"} == {
+        "l1wgan_gp-full"}
+    generated = {j.wildcards["run"] for j in plans["model_options"] if j.rule == "generate"}
+    assert generated == {"l1wgan_gp-full", "l1wgan_gp-full@1"}  # the final one and its snapshot
+    scored = {j.wildcards["run"] for j in plans["model_options"] if j.rule == "score_metric"}
+    assert scored == generated and jobs["score_metric"] == 2 * len(DEFAULT_METRICS)
+    forbidden = PREPROCESSING | {"train_syncnet", "defect", "metric_reference", "dub"}
+    assert not set(jobs) & forbidden
+
+
+def test_one_runs_options_rerun_that_run_and_its_downstream_only(reruns):
+    plans, _ = reruns
+    trained = {j.wildcards["run"] for j in plans["one_run"] if j.rule == "train"}
+    assert trained == {"lipgan-small"}
+    assert not set(_rules(plans["one_run"])) & (PREPROCESSING | {"train_syncnet", "defect",
+                                                                 "metric_reference"})
+
+
+def test_the_docs_table_is_what_snakemake_plans(reruns):
+    made = rerun_plans.table(*reruns)
+    assert rerun_plans.documented_table() == made, (
+        "docs/reruns.md's table differs from the plans; rewrite it with "
+        "`python tests/rerun_plans.py PROJECT` on a finished demo, or paste:\n" + made)
 
 
 def test_face_padding_plans_faces_and_downstream_but_no_download(demo):
@@ -180,14 +283,15 @@ def test_face_padding_plans_faces_and_downstream_but_no_download(demo):
     assert jobs["faces"] == 4  # two speakers x two shards
     assert jobs["pack"] == 3 and jobs["train"] == 4
     # the baselines, four final generators and their four snapshots
-    assert jobs["generate"] == len(BASELINES) + 4 + 4 and jobs["score"] >= jobs["generate"]
+    assert jobs["generate"] == len(BASELINES) + 4 + 4
+    assert jobs["merge_scores"] >= jobs["generate"] and jobs["score_metric"] >= jobs["generate"]
     assert jobs["splits"] == 1 and jobs["metric_reference"] >= 1
 
 
 def _plan_after_editing(project: Path, module: str) -> dict[str, int]:
     path = project / "lipsync" / module
     original = path.read_text()
-    path.write_text(original + "\n# an edit\n")
+    path.write_text(original + "\n_EDIT = 1  # a real change: a comment alone would plan nothing\n")
     try:
         return plan(project)
     finally:
@@ -201,7 +305,7 @@ def test_an_edited_module_plans_the_jobs_that_run_it_and_their_dependents(demo):
     assert jobs["splits"] == 1 and jobs["pack"] == 3 and jobs["train"] == 4
     jobs = _plan_after_editing(demo, "report/tables.py")
     assert jobs["tables"] == 1
-    assert not set(jobs) & (PREPROCESSING | {"train", "generate", "score"})
+    assert not set(jobs) & (PREPROCESSING | {"train", "generate", "score_metric", "merge_scores"})
 
 
 def test_one_more_speaker_plans_only_its_preprocessing_and_the_aggregates(demo):
@@ -330,6 +434,7 @@ def test_a_killed_snakemake_is_followed_by_a_plain_rerun_that_recovers(tmp_path)
     assert "Using workflow specific profile workflow/profiles/default" in result.stderr
     assert "Removing the locks of a snakemake that was killed" in result.stderr
     assert (project / target).exists()
+    assert not list((project / target).parent.glob(".0.h5.*.tmp"))  # the killed job's temporary
     assert plan(project, target) == {}
 
 

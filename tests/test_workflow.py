@@ -38,7 +38,7 @@ def planned_jobs(output: str) -> dict[str, int]:
 def test_paper_config_plans_whole_dag_offline(tmp_path):
     result = snakemake("-n", "--cores", "4", "--directory", str(tmp_path),
                        "--snakefile", str(SNAKEFILE), "--configfile",
-                       str(REPO / "config.yaml"))
+                       str(REPO / "config.yaml"), timeout=300)  # 90 s on a loaded machine
     assert result.returncode == 0, result.stderr + result.stdout
     jobs = planned_jobs(result.stdout)
     speakers = 33
@@ -48,8 +48,20 @@ def test_paper_config_plans_whole_dag_offline(tmp_path):
     assert jobs["pack"] == 3
     assert jobs["train"] == 4
     # The four runs, the real faces and the identity copy, and the metric rules' probes besides.
-    assert jobs["generate"] >= 6 and jobs["score"] >= 6
+    assert jobs["generate"] >= 6 and jobs["merge_scores"] >= 6
+    # One scoring job per system and metric (the seven of evaluate.metrics' default).
+    assert jobs["score_metric"] == 7 * jobs["merge_scores"]
     assert sum(jobs.values()) < 1000  # jobs per speaker shard, never per clip (33,000 clips)
+    scoring = {}
+    for command in shell_commands(result.stdout):
+        if "score-metric" in command:
+            metric = command[command.index("--metric") + 1]
+            scoring[metric] = json.loads(command[command.index("--options") + 1])
+    # Each scoring job reads its own metric's section (KID also FID's, whose reference data it
+    # reads) and the shared settings; never evaluate.metrics, so adding a metric rescores no other.
+    shared = {"batch_size", "device", "bootstrap"}
+    assert set(scoring["csim"]) == {"csim"} | shared
+    assert set(scoring["kid"]) == {"kid", "fid"} | shared
 
 
 def test_download_retries_are_not_a_param_so_changing_them_downloads_nothing_again(tmp_path):
@@ -174,16 +186,29 @@ include: {common!r}
 
 import json
 
-print("CODE_MODULES " + json.dumps({{c: sorted(command_code(c)[1]) for c in {commands!r}}}))
+from lipsync import codehash
+
+# A command that runs metrics by name gets, from its rules, the modules of the metrics it runs.
+print("CODE_MODULES " + json.dumps({{
+    c: sorted(codehash.code_files(PACKAGE, c, metric_modules(_metric_registry().METRICS)
+                                  if c in {metric_commands!r} else ()))
+    for c in {commands!r}
+}}))
 """
 
-# Imports what `lipsync <command>` imports before it touches its arguments, plus what the model and
-# metric registries import by name when asked; prints the lipsync modules then loaded. Third-party
+# Commands that look metrics up by name (their rules hash the modules of the metrics they run);
+# any other command that imports the metric registry (training borrows its SSIM) runs no metric.
+METRIC_COMMANDS = ("metric-reference", "score", "score-metric", "score-videos")
+
+# Imports what `lipsync <command>` imports before it touches its arguments, plus what the model
+# registry imports by name, and the metric registry for the commands that score (METRIC_COMMANDS);
+# prints the lipsync modules then loaded. Third-party
 # libraries are imported once before forking one child per command, to keep this fast.
 IMPORTS_PER_COMMAND = """
 import importlib, json, os, sys
 import cv2, h5py, numpy, pandas, torch  # noqa: F401
 import lipsync.cli as cli
+METRIC_COMMANDS = %r
 
 class Stop(Exception):
     pass
@@ -203,7 +228,7 @@ for name, (_, _, run) in cli._COMMANDS.items():
         if "lipsync.models.registry" in sys.modules:
             for module in sys.modules["lipsync.models.registry"].MODELS.values():
                 importlib.import_module(module)
-        if "lipsync.metrics.registry" in sys.modules:
+        if name in METRIC_COMMANDS:
             sys.modules["lipsync.metrics.registry"].load()
         modules = sorted(m for m in sys.modules if m == "lipsync" or m.startswith("lipsync."))
         os.write(write, json.dumps(modules).encode())
@@ -218,13 +243,13 @@ print(json.dumps(loaded))
 
 def test_every_module_a_command_imports_is_in_its_rules_code_hash(tmp_path):
     imported = json.loads(subprocess.run(
-        [sys.executable, "-c", IMPORTS_PER_COMMAND], cwd=tmp_path, capture_output=True,
+        [sys.executable, "-c", IMPORTS_PER_COMMAND % (METRIC_COMMANDS,)], cwd=tmp_path, capture_output=True,
         text=True, check=True, timeout=300).stdout)
     (tmp_path / "workflow").mkdir()
     (tmp_path / "lipsync").symlink_to(REPO / "lipsync")
     (tmp_path / "workflow" / "Snakefile").write_text(HARNESS.format(
         config=str(REPO / "config.yaml"), common=str(REPO / "workflow/rules/common.smk"),
-        commands=sorted(imported)))
+        commands=sorted(imported), metric_commands=METRIC_COMMANDS))
     result = snakemake("-n", "--cores", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr + result.stdout
     line = next(x for x in result.stdout.splitlines() if x.startswith("CODE_MODULES "))
@@ -234,3 +259,4 @@ def test_every_module_a_command_imports_is_in_its_rules_code_hash(tmp_path):
         assert not missing, f"lipsync {command} imports {sorted(missing)}, not in its code hash"
     assert "lipsync.checkpoint" in hashed["generate"]  # the hand-written list had left it out
     assert "lipsync.data.faces" not in hashed["mels"]
+    assert "lipsync.metrics.landmarks" not in hashed["train"]  # no metric registry strings

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 LEVELS = ("frame", "clip", "set")
+NA = "n/a"  # how a missing value reads in logs and tables
 
 
 @dataclass(frozen=True)
@@ -141,3 +142,16 @@ class Metric:
         """Set-level metrics: the values on a resample of the samples (indices, repeats allowed),
         for bootstrap intervals. Frame and clip metrics are resampled by the scorer itself."""
         raise NotImplementedError
+
+
+def shown(entry: dict, decimals: int | None = None) -> str:
+    """A summary column as text: value [low, high] (the column's decimals unless given), or
+    n/a (reason)."""
+    decimals = int(entry.get("decimals", 4)) if decimals is None else decimals
+    value = entry.get("value")
+    if value is None:
+        return f"{NA} ({entry['reason']})" if entry.get("reason") else NA
+    text = f"{value:.{decimals}f}"
+    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
+        text += f" [{entry['ci_low']:.{decimals}f}, {entry['ci_high']:.{decimals}f}]"
+    return text

@@ -17,18 +17,17 @@ import hashlib
 import json
 import os
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from lipsync.device import pick_device
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import atomic_path, write_json, write_tsv
 from lipsync.logs import get_logger
 from lipsync.metrics import bootstrap, registry
-from lipsync.metrics.base import Batch, Context, Metric, Result
+from lipsync.metrics.base import NA, Batch, Context, Metric, Result, shown  # noqa: F401
 from lipsync.metrics.testset import GeneratedSet, TestSet, batches
 from lipsync.progress import progress
 from lipsync.provenance import describe
@@ -39,7 +38,6 @@ DEFAULTS = {
     "batch_size": 1024,  # frames read and handed to the metrics per step
     "device": "auto",  # cuda when present
 }
-NA = "n/a"
 
 
 def settings(options: dict | None) -> dict:
@@ -70,6 +68,10 @@ def write_reference(metric_name: str, test_set: str | os.PathLike, output: str |
     The file holds the metric's arrays plus `protocol` (JSON), `key`, `n` and `fingerprint`, so
     scoring refuses data made under other settings or from other faces.
     """
+    import torch  # here, not above: merging a system's scores needs no torch
+
+    from lipsync.device import pick_device
+
     torch.set_num_threads(max(1, threads))
     s = settings(options)
     metric = registry.get(metric_name)
@@ -155,91 +157,230 @@ def _open_pair(generated, test_set):
     return truth, output
 
 
+@dataclass
+class _Pass:
+    """What one streaming pass over a generated set yields: the run's description, the sample
+    table and each metric's slot, rows and summary."""
+
+    header: dict
+    samples: pd.DataFrame
+    slots: list[_Slot]
+    frame_table: pd.DataFrame
+    clip_table: pd.DataFrame
+    summaries: dict[str, dict]
+
+
+def _start_metrics(slots: list[_Slot], truth: TestSet, samples: pd.DataFrame, device, threads: int,
+                   run: str, loaded: dict, options: dict | None) -> None:
+    """Build every slot's metric; one cache for the job, so a network is built once."""
+    shared_cache: dict = {}
+    for slot in slots:
+        source = registry.reference_source(slot.metric)
+        context = Context(test_set=truth, samples=samples, device=device, threads=threads,
+                          run=run, references=loaded, evaluate=options or {},
+                          reference=loaded.get(source.name) if source else None,
+                          cache=shared_cache)
+        if slot.failure is not None:
+            continue
+        try:
+            slot.instance = slot.metric(slot.options, context)
+        except Exception as error:  # noqa: BLE001 - one metric's failure must not stop the rest
+            slot.fail("starting", error)
+
+
+def _stream(slots: list[_Slot], truth: TestSet, output: GeneratedSet, batch_size: int) -> str:
+    """Hand every batch to every running metric; returns the ground truth's fingerprint."""
+    n = truth.n_samples
+    digest = hashlib.sha256()
+    with progress(total=n, desc=f"score {output.run}", unit="frame") as bar:
+        for start, stop in batches(n, batch_size):
+            real = truth.ground_truth(start, stop)
+            digest.update(np.ascontiguousarray(real).tobytes())
+            batch = Batch(start, stop, output.faces[start:stop], real)
+            for slot in slots:
+                if slot.instance is not None:
+                    try:
+                        slot.instance.update(batch)
+                    except Exception as error:  # noqa: BLE001
+                        slot.fail(f"scoring samples {start}-{stop}", error)
+            bar.update(stop - start)
+    for slot in slots:
+        if slot.instance is not None:
+            try:
+                slot.result = slot.instance.result()
+            except Exception as error:  # noqa: BLE001
+                slot.fail("computing the result", error)
+    return digest.hexdigest()
+
+
+def _score_pass(generated, test_set, metrics: list[type[Metric]], references: dict, *,
+                options: dict | None, threads: int) -> _Pass:
+    """Score `generated` with `metrics` in one streaming pass over the test set."""
+    import torch
+
+    from lipsync.device import pick_device
+
+    torch.set_num_threads(max(1, threads))
+    s = settings(options)
+    device = pick_device(s["device"])
+    slots = [_Slot(metric, registry.options(metric, options)) for metric in metrics]
+    truth, output = _open_pair(generated, test_set)
+    try:
+        samples = truth.sample_table()
+        loaded = _load_references(slots, references, truth.n_samples, options)
+        _start_metrics(slots, truth, samples, device, threads, output.run, loaded, options)
+        digest = _stream(slots, truth, output, s["batch_size"])
+        for name, data in loaded.items():
+            if str(data.get("fingerprint")) != digest:
+                raise InputError(references[name], f"{name} reference data were computed from "
+                                                   f"other ground-truth faces than {test_set}")
+        header = {"run": output.run, "model": output.model, "checkpoint": output.checkpoint,
+                  "generated": str(generated), "trained_samples": output.trained_samples,
+                  "test_set": str(test_set), "n_samples": truth.n_samples,
+                  "device": str(device)}
+    finally:
+        output.__exit__(None, None, None)
+        truth.close()
+    frame_table, clip_table = _tables(slots, samples, len(samples))
+    members = bootstrap.clip_members(samples)
+    summaries = {slot.metric.name: _summarize(slot, frame_table, clip_table, members, options)
+                 for slot in slots}
+    return _Pass(header, samples, slots, frame_table, clip_table, summaries)
+
+
+def _merged_summary(header: dict, summaries: dict[str, dict], n_clips: int,
+                    options: dict | None) -> dict:
+    """summary.json: the run, then every metric's summary in the given order."""
+    return {
+        **header, "n_clips": n_clips, "metrics": summaries, "metric_order": list(summaries),
+        "labels": sorted({label for m in summaries.values() for label in m["labels"]}),
+        "warnings": [w for m in summaries.values() for w in m["warnings"]],
+        "bootstrap": bootstrap.protocol((options or {}).get("bootstrap")),
+        "options": options or {}, "provenance": describe(),
+    }
+
+
+def _log_summary(summary: dict) -> None:
+    log.info("%s: %s", summary["run"], "; ".join(
+        f"{column} {shown(entry)}" for m in summary["metrics"].values()
+        for column, entry in m["columns"].items()))
+
+
 def score_run(generated: str | os.PathLike, test_set: str | os.PathLike,
               references: dict[str, str | os.PathLike], scores_tsv: str | os.PathLike,
               clips_tsv: str | os.PathLike, summary_json: str | os.PathLike, *,
               options: dict | None, threads: int = 1) -> dict:
-    """Score `generated/{run}.h5` against the test set with every configured metric.
+    """Score `generated/{run}.h5` against the test set with every configured metric, in one pass.
 
     `options` is the config's `evaluate` section; `references` maps a metric name to its
-    reference file (`registry.reference_metrics(options)` lists which are needed).
+    reference file (`registry.reference_metrics(options)` lists which are needed). The workflow
+    scores each metric in its own job instead (`score_metric`, then `merge_scores`).
     """
-    torch.set_num_threads(max(1, threads))
-    s = settings(options)
-    device = pick_device(s["device"])
-    slots = [_Slot(metric, registry.options(metric, options))
-             for metric in registry.configured(options)]
-    truth, output = _open_pair(generated, test_set)
-    try:
-        n = truth.n_samples
-        samples = truth.sample_table()
-        loaded = _load_references(slots, references, n, options)
-        context_of = {}
-        for slot in slots:
-            source = registry.reference_source(slot.metric)
-            context = Context(test_set=truth, samples=samples, device=device, threads=threads,
-                              run=output.run, references=loaded, evaluate=options or {},
-                              reference=loaded.get(source.name) if source else None)
-            context_of[slot.metric.name] = context
-            if slot.failure is not None:
-                continue
-            try:
-                slot.instance = slot.metric(slot.options, context)
-            except Exception as error:  # noqa: BLE001 - one metric's failure must not stop the rest
-                slot.fail("starting", error)
-        shared_cache: dict = {}
-        for context in context_of.values():
-            context.cache = shared_cache  # one cache for the job: a network is built once
-        digest = hashlib.sha256()
-        with progress(total=n, desc=f"score {output.run}", unit="frame") as bar:
-            for start, stop in batches(n, s["batch_size"]):
-                real = truth.ground_truth(start, stop)
-                digest.update(np.ascontiguousarray(real).tobytes())
-                batch = Batch(start, stop, output.faces[start:stop], real)
-                for slot in slots:
-                    if slot.instance is not None:
-                        try:
-                            slot.instance.update(batch)
-                        except Exception as error:  # noqa: BLE001
-                            slot.fail(f"scoring samples {start}-{stop}", error)
-                bar.update(stop - start)
-        for name, data in loaded.items():
-            if str(data.get("fingerprint")) != digest.hexdigest():
-                raise InputError(references[name], f"{name} reference data were computed from "
-                                                   f"other ground-truth faces than {test_set}")
-        for slot in slots:
-            if slot.instance is not None:
-                try:
-                    slot.result = slot.instance.result()
-                except Exception as error:  # noqa: BLE001
-                    slot.fail("computing the result", error)
-        run, model, checkpoint = output.run, output.model, output.checkpoint
-        trained_samples = output.trained_samples
-        frame_table, clip_table = _tables(slots, samples, n)
-        members = bootstrap.clip_members(samples)
-        metric_summaries = {slot.metric.name: _summarize(slot, frame_table, clip_table, members,
-                                                          options) for slot in slots}
-    finally:
-        output.__exit__(None, None, None)
-        truth.close()
+    done = _score_pass(generated, test_set, registry.configured(options), references,
+                       options=options, threads=threads)
+    write_tsv(scores_tsv, done.frame_table)
+    write_tsv(clips_tsv, done.clip_table)
+    summary = _merged_summary(done.header, done.summaries, len(done.clip_table), options)
+    write_json(summary_json, summary)
+    _log_summary(summary)
+    return summary
 
+
+def score_with_references(generated: str | os.PathLike, test_set: str | os.PathLike,
+                          reference_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
+                          options: dict | None, threads: int = 1,
+                          reuse_references: bool = False) -> dict:
+    """Outside the workflow: each configured metric's reference data into
+    `reference_dir/{metric}.npz` (kept where `reuse_references` and present), then `score_run`
+    into `output_dir/scores.tsv`, `clips.tsv` and `summary.json`."""
+    references = {}
+    for name in registry.reference_metrics(options):
+        references[name] = Path(reference_dir) / f"{name}.npz"
+        if not (reuse_references and references[name].is_file()):
+            write_reference(name, test_set, references[name], options=options, threads=threads)
+    output_dir = Path(output_dir)
+    return score_run(generated, test_set, references, output_dir / "scores.tsv",
+                     output_dir / "clips.tsv", output_dir / "summary.json", options=options,
+                     threads=threads)
+
+
+# --- one metric per job, then a merge (the workflow) ----------------------------------------------
+
+
+def score_metric(generated: str | os.PathLike, test_set: str | os.PathLike, metric_name: str,
+                 references: dict[str, str | os.PathLike], part_json: str | os.PathLike,
+                 rows_tsv: str | os.PathLike, *, options: dict | None, threads: int = 1) -> dict:
+    """Score `generated` with one metric: its summary into `part_json`, its rows into `rows_tsv`
+    (per frame: sample, speaker, clip, frame and its columns; per clip: speaker, clip, frames and
+    its columns; a set metric: the clips alone). `merge_scores` joins the parts of a system.
+
+    `options` holds what this metric reads: `evaluate.<metric_name>` (and the section of the
+    metric whose reference data it reads), batch_size, device and bootstrap.
+    """
+    metric = registry.get(metric_name)
+    done = _score_pass(generated, test_set, [metric], references, options=options,
+                       threads=threads)
+    names = [column.name for column in metric.columns]
+    if metric.level == "frame":
+        rows = done.frame_table[["sample", "speaker", "clip", "frame", *names]]
+    elif metric.level == "clip":
+        rows = done.clip_table[["speaker", "clip", "frames", *names]]
+    else:
+        rows = done.clip_table[["speaker", "clip", "frames"]]
+    part = {**done.header, "metric": metric_name, "summary": done.summaries[metric_name],
+            "options": options or {}}
+    write_tsv(rows_tsv, rows)
+    write_json(part_json, part)
+    return part
+
+
+def _read_part(part_json: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
+    """One metric's part: its JSON and the rows beside it (same name, .tsv)."""
+    part_json = Path(part_json)
+    rows_tsv = part_json.with_suffix(".tsv")
+    try:
+        part = json.loads(part_json.read_text())
+        rows = pd.read_csv(rows_tsv, sep="\t", dtype={"speaker": str, "clip": str})
+    except (OSError, ValueError) as error:
+        raise InputError(part_json, f"not a metric result with its rows ({error})") from None
+    if "metric" not in part or "summary" not in part:
+        raise InputError(part_json, "not a metric result of `lipsync score-metric`")
+    return part, rows
+
+
+def merge_scores(parts: list[str | os.PathLike], test_set: str | os.PathLike,
+                 scores_tsv: str | os.PathLike, clips_tsv: str | os.PathLike,
+                 summary_json: str | os.PathLike) -> dict:
+    """Join one system's metric results (`score_metric` parts, in `evaluate.metrics` order) into
+    the files one `score_run` writes: scores.tsv, clips.tsv and summary.json."""
+    with TestSet(test_set) as truth:
+        samples = truth.sample_table()
+    frame_table = samples.copy()
+    frames = samples.groupby(["speaker", "clip"], sort=False).size().rename("frames")
+    clip_table = frames.reset_index()
+    summaries, options, header = {}, {}, {}
+    for path in parts:
+        part, rows = _read_part(path)
+        if part.get("n_samples") != len(samples):
+            raise InputError(path, f"scores {part['n_samples']} samples, {test_set} has "
+                                   f"{len(samples)}")
+        header = header or {k: v for k, v in part.items()
+                            if k not in ("metric", "summary", "options")}
+        summaries[part["metric"]] = part["summary"]
+        options.update(part["options"])
+        extra = [c for c in rows.columns if c not in ("sample", "speaker", "clip", "frame",
+                                                      "frames")]
+        if "sample" in rows.columns:
+            frame_table = frame_table.merge(rows[["sample", *extra]], on="sample", how="left")
+        elif extra:
+            clip_table = clip_table.merge(rows[["speaker", "clip", *extra]],
+                                          on=["speaker", "clip"], how="left")
+    options["metrics"] = list(summaries)
     write_tsv(scores_tsv, frame_table)
     write_tsv(clips_tsv, clip_table)
-    summary = {
-        "run": run, "model": model, "checkpoint": checkpoint, "generated": str(generated),
-        "trained_samples": trained_samples,
-        "test_set": str(test_set), "n_samples": n, "n_clips": len(clip_table),
-        "metrics": metric_summaries,
-        "metric_order": [slot.metric.name for slot in slots],
-        "labels": sorted({label for m in metric_summaries.values() for label in m["labels"]}),
-        "warnings": [w for m in metric_summaries.values() for w in m["warnings"]],
-        "bootstrap": bootstrap.protocol((options or {}).get("bootstrap")),
-        "options": options or {}, "device": str(device), "provenance": describe(),
-    }
+    summary = _merged_summary(header, summaries, len(clip_table), options)
     write_json(summary_json, summary)
-    log.info("%s: %s", run, "; ".join(
-        f"{column} {shown(entry)}" for m in metric_summaries.values()
-        for column, entry in m["columns"].items()))
+    _log_summary(summary)
     return summary
 
 
@@ -349,16 +490,3 @@ def _summarize(slot: _Slot, frame_table: pd.DataFrame, clip_table: pd.DataFrame,
         for name, (low, high) in intervals.items():
             summary["columns"][name].update(ci_low=low, ci_high=high)
     return summary
-
-
-def shown(entry: dict) -> str:
-    """A summary column as text: value [low, high], or n/a (reason)."""
-    value = entry.get("value")
-    if value is None:
-        reason = entry.get("reason")
-        return f"{NA} ({reason})" if reason else NA
-    decimals = 4 if abs(value) < 10 else 2
-    text = f"{value:.{decimals}f}"
-    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
-        text += f" [{entry['ci_low']:.{decimals}f}, {entry['ci_high']:.{decimals}f}]"
-    return text

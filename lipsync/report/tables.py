@@ -20,6 +20,7 @@ import pandas as pd
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import write_text
 from lipsync.logs import get_logger
+from lipsync.metrics.base import NA, shown
 
 log = get_logger(__name__)
 
@@ -34,7 +35,6 @@ PAPER_COLUMNS = ("fid", "ssim", "psnr")
 REAL, IDENTITY = "real", "identity"
 DATASET_RUNS = [("GRIDSmall", "lipgan-small"), ("GRIDFull", "lipgan-full")]
 TABLES = ("metrics", "paper", "dataset_impact")
-NA = "n/a"
 
 
 def load_summaries(summary_paths: list[str | os.PathLike]) -> list[dict]:
@@ -88,18 +88,6 @@ def column_entry(summary: dict, metric: str, column: str) -> dict:
 
 def _decimals(entry: dict) -> int:
     return int(entry.get("decimals", 4))
-
-
-def shown(entry: dict, decimals: int | None = None) -> str:
-    """value [low, high], or n/a (reason)."""
-    decimals = _decimals(entry) if decimals is None else decimals
-    value = entry.get("value")
-    if value is None:
-        return f"{NA} ({entry['reason']})" if entry.get("reason") else NA
-    text = f"{value:.{decimals}f}"
-    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
-        text += f" [{entry['ci_low']:.{decimals}f}, {entry['ci_high']:.{decimals}f}]"
-    return text
 
 
 def _notes(summary: dict) -> str:

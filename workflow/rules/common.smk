@@ -1,6 +1,5 @@
 """Helpers and target lists shared by all rule files (speakers, shards, options, code hashes)."""
 
-import ast
 import functools
 import hashlib
 import json
@@ -82,129 +81,28 @@ def faces_options():
     return json.dumps({"faces": faces, "video": config["video"]}, sort_keys=True)
 
 
-# --- code hashes: what each lipsync command runs -------------------------------------------------
-
-
-def _module_file(module):
-    """The source file of lipsync module `module` (a dotted name), or None if it names none."""
-    parts = module.split(".")
-    if parts[0] != PACKAGE.name or not all(part.isidentifier() for part in parts):
-        return None
-    base = PACKAGE.joinpath(*parts[1:])
-    for file in (base.with_suffix(".py"), base / "__init__.py"):
-        if file.is_file():
-            return file
-    return None
-
-
-def _imported_names(tree, package):
-    """Dotted names imported anywhere in `tree` (lazy imports inside functions too), and string
-    constants, since the model and metric registries import their modules by name."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                parts = parts[: len(parts) - node.level + 1] + ([base] if base else [])
-                base = ".".join(parts)
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            yield node.value
-
-
-def _module_closure(names):
-    """name -> file of every lipsync module that importing `names` runs, package __init__s too."""
-    found, pending = {}, list(names)
-    while pending:
-        parts = pending.pop().split(".")
-        for n in range(1, len(parts) + 1):
-            name = ".".join(parts[:n])
-            file = _module_file(name)
-            if file is None or name in found:
-                continue
-            found[name] = file
-            package = name if file.name == "__init__.py" else name.rpartition(".")[0]
-            pending.extend(
-                _imported_names(ast.parse(file.read_bytes(), str(file)), package)
-            )
-    return found
-
-
-def _cli_function_names(functions, start):
-    """Top-level functions of lipsync/cli.py reachable from `start` through the names they use."""
-    seen, pending = set(), list(start)
-    while pending:
-        name = pending.pop()
-        if name in functions and name not in seen:
-            seen.add(name)
-            pending.extend(
-                n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)
-            )
-    return seen
+# --- code hashes: what each lipsync command runs (lipsync.codehash) ----------------------------
 
 
 @functools.cache
-def command_code(command):
-    """(cli source, {module: file}) that `lipsync <command>` runs, found statically with `ast`.
+def _cached_code_hash(command, extra_modules):
+    from lipsync import codehash
 
-    The cli part is lipsync/cli.py without the functions of the other commands; the modules are
-    every lipsync module that part imports, followed through their own imports.
-    """
-    cli_file = PACKAGE / "cli.py"
-    source = cli_file.read_text()
-    tree = ast.parse(source, str(cli_file))
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    commands = {}
-    for node in functions.values():
-        for decorator in node.decorator_list:
-            match decorator:  # @command("name", "help")(arguments_function)
-                case ast.Call(
-                    func=ast.Call(
-                        func=ast.Name(id="command"),
-                        args=[ast.Constant(value=str() as name), *_],
-                    ),
-                    args=[ast.Name(id=arguments)],
-                ):
-                    commands[name] = (node.name, arguments)
-    if command not in commands:
+    try:
+        return codehash.code_hash(PACKAGE, command, extra_modules)
+    except codehash.UnknownCommand as error:
         # The job will fail when it runs; until then hash everything, so no edit goes unseen.
-        logger.warning(f"lipsync/cli.py has no command {command!r}, which a rule runs")
-        everything = [
-            f"{PACKAGE.name}.{'.'.join(f.relative_to(PACKAGE).with_suffix('').parts)}"
-            for f in sorted(PACKAGE.rglob("*.py"))
-        ]
-        return source, _module_closure(everything)
-    own = _cli_function_names(functions, commands[command])
-    others = set().union(
-        *(_cli_function_names(functions, c) for c in commands.values())
-    )
-    kept = [
-        node
-        for node in tree.body
-        if not (isinstance(node, ast.FunctionDef) and node.name in others - own)
-    ]
-    names = [name for node in kept for name in _imported_names(node, PACKAGE.name)]
-    modules = _module_closure(names)
-    modules.pop(f"{PACKAGE.name}.cli", None)  # stands for itself: the kept part above
-    cli_part = "\n".join(ast.get_source_segment(source, node) for node in kept)
-    return cli_part, modules
+        logger.warning(f"{error}, which a rule runs")
+        return codehash.code_hash(PACKAGE, None, codehash.every_module(PACKAGE))
 
 
-def code_hash(command):
-    """sha256 over what `lipsync <command>` runs (see command_code): a rule's `code` param.
-
-    Snakemake does not see edits to package code; this param makes an edit rerun exactly the jobs
-    whose command runs the edited code.
+def code_hash(command, extra_modules=()):
+    """Hash of the meaning of what `lipsync <command>` runs (plus `extra_modules`, e.g. the
+    metric a scoring job runs): a rule's `code` param. Snakemake does not see edits to package
+    code; this param reruns exactly the jobs whose code changed, and a comment or docstring
+    edit reruns none.
     """
-    cli_part, modules = command_code(command)
-    digest = hashlib.sha256(cli_part.encode())
-    for name, file in sorted(modules.items()):
-        digest.update(name.encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
+    return _cached_code_hash(command, tuple(extra_modules))
 
 
 # --- corpus layout -------------------------------------------------------------------------------
@@ -347,21 +245,62 @@ def _metric_registry():
 _metric_registry().check(config["evaluate"])
 
 
-def reference_metrics():
-    """Metrics whose reference data (work on the real faces) the configured metrics need."""
-    return _metric_registry().reference_metrics(config["evaluate"])
-
-
 def metric_inputs():
     """Files the configured metrics read (Inception weights, an expert checkpoint, ...)."""
     return _metric_registry().input_files(config["evaluate"], SPEAKERS)
 
 
-def reference_arguments(wildcards, input):
-    return " ".join(
-        f"--reference {shlex.quote(f'{name}={path}')}"
-        for name, path in zip(reference_metrics(), input.references)
+def scored_metrics():
+    """The configured metrics (evaluate.metrics), in order: one scoring job each per system."""
+    return [metric.name for metric in _metric_registry().configured(config["evaluate"])]
+
+
+def _reference_source(metric):
+    source = _metric_registry().reference_source(_metric_registry().get(metric))
+    return source.name if source else None
+
+
+def metric_input_files(metric):
+    """Files one metric reads (weights, an expert checkpoint), its reference source's too."""
+    return _metric_registry().input_files(
+        {**config["evaluate"], "metrics": [metric]}, SPEAKERS
     )
+
+
+def metric_reference_file(metric):
+    """The reference data a metric's scoring reads ([] if none)."""
+    source = _reference_source(metric)
+    return [f"results/metrics/reference/{source}.npz"] if source else []
+
+
+def metric_options(metric):
+    """JSON of what scoring or referencing one metric reads: its evaluate.<metric> section, the
+    section of the metric whose reference data it reads (KID reads FID's), and the shared
+    batch_size, device and bootstrap; never the list of metrics, so adding one reruns no other."""
+    evaluate = config["evaluate"]
+    sections = {metric, _reference_source(metric) or metric}
+    chosen = {name: evaluate.get(name, {}) for name in sections}
+    shared = ("batch_size", "device", "bootstrap")
+    chosen.update({key: evaluate[key] for key in shared if key in evaluate})
+    return json.dumps(chosen, sort_keys=True)
+
+
+def metric_modules(metrics):
+    """The modules that define `metrics` and the metrics whose reference data they read: what a
+    job imports by a metric's name, beyond the imports code_hash follows by itself."""
+    registry = _metric_registry()
+    modules = set()
+    for name in metrics:
+        modules.add(registry.get(name).__module__)
+        source = _reference_source(name)
+        if source:
+            modules.add(registry.get(source).__module__)
+    return sorted(modules)
+
+
+def metric_code_hash(command, metric):
+    """code_hash of a job that runs one metric: the command's code and that metric's module."""
+    return code_hash(command, metric_modules([metric]))
 
 
 def s3fd_weights():
@@ -427,13 +366,6 @@ def _generator(run):
 EXTERNAL = config["evaluate"]["external"]
 
 
-def scoring_options():
-    """JSON of the evaluate section a scoring job reads: all but evaluate.external (which other
-    systems to score), so adding a system reruns no run's scores."""
-    evaluate = {k: v for k, v in config["evaluate"].items() if k != "external"}
-    return json.dumps(evaluate, sort_keys=True)
-
-
 def external_options():
     """JSON of what score-videos reads: the preprocessing and the metrics, not the list of
     external systems (adding one reruns nothing else)."""
@@ -457,43 +389,15 @@ def _folder_fingerprint(folder):
 
 # --- a rerun after a killed snakemake -------------------------------------------------------------
 
-_RUN_LOCK = []  # the open lock file, held as long as this snakemake runs
 
-
-def _clear_stale_locks():
-    """Remove the locks of a snakemake that was killed (kill -9, out of memory, a lost session).
-
-    Snakemake's own locks (.snakemake/locks) record no owner, so they outlive a killed snakemake
-    and stop every rerun until `snakemake --unlock`. Each snakemake of this workflow also holds a
-    shared OS lock on .snakemake/lipsync.run.lock, which the OS releases however the process ends:
-    getting it exclusively means no other snakemake runs here, so Snakemake's locks are stale.
-    """
+def _hold_run_lock():
+    """Clear the locks of a killed snakemake (lipsync.stale_locks) and keep the run lock."""
     from snakemake.settings.types import ExecMode
+    from lipsync.stale_locks import hold_run_lock
 
     if workflow.exec_mode != ExecMode.DEFAULT:
-        return  # the snakemake inside a cluster job: the main one owns the locks
-    import fcntl
-    import shutil
-
-    state = Path(".snakemake")
-    state.mkdir(exist_ok=True)
-    handle = open(state / "lipsync.run.lock", "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pass  # another snakemake runs in this directory: its locks are live
-    except OSError:
-        handle.close()
-        return  # no OS locks on this file system: stale locks need `snakemake --unlock`
-    else:
-        stale = state / "locks"
-        if stale.is_dir() and any(stale.iterdir()):
-            logger.warning(
-                f"Removing the locks of a snakemake that was killed ({stale})"
-            )
-            shutil.rmtree(stale)
-    fcntl.flock(handle, fcntl.LOCK_SH)
-    _RUN_LOCK.append(handle)
+        return None  # the snakemake inside a cluster job: the main one owns the locks
+    return hold_run_lock(".snakemake", warn=logger.warning)
 
 
-_clear_stale_locks()
+_RUN_LOCK = _hold_run_lock()  # held open as long as this snakemake runs

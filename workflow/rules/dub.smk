@@ -62,12 +62,12 @@ rule score_external:
         options=lambda w: external_options(),
         files=lambda w: _folder_fingerprint(EXTERNAL[w.name]["generated"])
         + _folder_fingerprint(EXTERNAL[w.name]["reference"]),
-        code=code_hash("score-videos"),
+        code=code_hash("score-videos", metric_modules(scored_metrics())),
     shell:
         "lipsync --log-file {log:q} score-videos --generated {input.generated:q}"
         " --reference {input.reference:q} --output {params.output_dir:q}"
         " --name external-{wildcards.name} --threads {threads} --options {params.options:q}"
 
 
-# results/metrics/external-{name}/ also matches the score rule's results/metrics/{run}/.
-ruleorder: score_external > score
+# results/metrics/external-{name}/ also matches the merge_scores rule's results/metrics/{run}/.
+ruleorder: score_external > merge_scores

@@ -1,11 +1,20 @@
-"""Metrics: each metric's reference data once per test set, then every configured metric of the
-registry (evaluate.metrics) per scored system, in one job per system."""
+"""Metrics: each metric's reference data once per test set, then each configured metric of the
+registry (evaluate.metrics) per scored system in its own job, merged per system into the files the
+tables, figures and studies read. A metric's options or module rescore that metric alone."""
+
+
+wildcard_constraints:
+    metric="[a-z0-9_]+",
+
+
+localrules:
+    merge_scores,
 
 
 rule metric_reference:
     input:
         test_set="results/datasets/test.h5",
-        inputs=metric_inputs(),
+        inputs=lambda w: metric_input_files(w.metric),
     output:
         "results/metrics/reference/{metric}.npz",
     log:
@@ -28,27 +37,24 @@ rule metric_reference:
             },
             sort_keys=True,
         ),
-        code=code_hash("metric-reference"),
+        code=lambda w: metric_code_hash("metric-reference", w.metric),
     shell:
         "lipsync --log-file {log:q} metric-reference --metric {wildcards.metric}"
         " --test-set {input.test_set:q} --output {output:q} --threads {threads}"
         " --options {params.options:q}"
 
 
-rule score:
+rule score_metric:
     input:
         generated="results/generated/{run}.h5",
         test_set="results/datasets/test.h5",
-        references=expand(
-            "results/metrics/reference/{metric}.npz", metric=reference_metrics()
-        ),
-        inputs=metric_inputs(),
+        references=lambda w: metric_reference_file(w.metric),
+        inputs=lambda w: metric_input_files(w.metric),
     output:
-        scores="results/metrics/{run}/scores.tsv",
-        clips="results/metrics/{run}/clips.tsv",
-        summary="results/metrics/{run}/summary.json",
+        result="results/metrics/{run}/metric/{metric}.json",
+        rows="results/metrics/{run}/metric/{metric}.tsv",
     log:
-        "results/logs/score/{run}.log",
+        "results/logs/score/{run}/{metric}.log",
     conda:
         "../../envs/lipsync.yaml"
     threads: 2
@@ -57,11 +63,36 @@ rule score:
         mem_mb=8000,
         runtime=60,
     params:
-        options=lambda w: scoring_options(),  # a function: JSON braces are not wildcards
-        references=reference_arguments,
-        code=code_hash("score"),
+        options=lambda w: metric_options(w.metric),
+        references=lambda w, input: " ".join(
+            f"--reference {shlex.quote(f'{_reference_source(w.metric)}={path}')}"
+            for path in input.references
+        ),
+        code=lambda w: metric_code_hash("score-metric", w.metric),
     shell:
-        "lipsync --log-file {log:q} score --generated {input.generated:q}"
-        " --test-set {input.test_set:q} {params.references} --scores {output.scores:q}"
-        " --clip-scores {output.clips:q} --summary {output.summary:q} --threads {threads}"
-        " --options {params.options:q}"
+        "lipsync --log-file {log:q} score-metric --metric {wildcards.metric}"
+        " --generated {input.generated:q} --test-set {input.test_set:q} {params.references}"
+        " --output {output.result:q} --threads {threads} --options {params.options:q}"
+
+
+rule merge_scores:
+    input:
+        parts=expand(
+            "results/metrics/{{run}}/metric/{metric}.json", metric=scored_metrics()
+        ),
+        rows=expand("results/metrics/{{run}}/metric/{metric}.tsv", metric=scored_metrics()),
+        test_set="results/datasets/test.h5",
+    output:
+        scores="results/metrics/{run}/scores.tsv",
+        clips="results/metrics/{run}/clips.tsv",
+        summary="results/metrics/{run}/summary.json",
+    log:
+        "results/logs/merge_scores/{run}.log",
+    conda:
+        "../../envs/lipsync.yaml"
+    params:
+        code=code_hash("merge-scores"),
+    shell:
+        "lipsync --log-file {log:q} merge-scores --parts {input.parts:q}"
+        " --test-set {input.test_set:q} --scores {output.scores:q}"
+        " --clip-scores {output.clips:q} --summary {output.summary:q}"
