@@ -174,8 +174,9 @@ def loader_speed(dataset: Dataset, *, workers: int, batches: int, collate_fn) ->
                         persistent_workers=False, prefetch_factor=4 if workers else None)
     iterator = iter(loader)
     next(iterator)
+    # the workers prefetch 4 batches each while the first one is awaited: time well past them
     start, seen = time.perf_counter(), 0
-    for _ in range(batches):
+    for _ in range(max(batches, 4 * workers + 8)):
         try:
             batch = next(iterator)
         except StopIteration:

@@ -134,3 +134,10 @@ def test_jpeg_quality_out_of_range_is_refused(tmp_path):
         pack_split("train", clip_list(tmp_path, shards), shards.faces, shards.mels,
                    tmp_path / "out.h5", options={**options(),
                                                  "dataset": {"layout": "jpeg", "jpeg_quality": 0}})
+
+
+def test_a_corrupt_jpeg_crop_is_an_input_error_naming_file_and_crop():
+    from lipsync.data.pack import decode_crop
+
+    with pytest.raises(InputError, match=r"train\.h5.*crop 7 of /faces is not a decodable JPEG"):
+        decode_crop(np.frombuffer(b"\xff\xd8 not a jpeg", np.uint8), "train.h5", 7)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import h5py
 import numpy as np
+import simplejpeg
 
 from lipsync.data import integrity
 from lipsync.data import samples as sample_rules
@@ -41,6 +42,7 @@ LOSSLESS_SPLITS = ("test",)
 # per-crop PNG is smaller than gzip chunks and, unlike a compressed chunk, one random crop costs
 # one small decode rather than a whole chunk's)
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+JPEG_SIGNATURE = b"\xff\xd8"
 
 
 def encode_png(crop_rgb: np.ndarray) -> np.ndarray:
@@ -61,9 +63,17 @@ def encode_jpeg(crop_rgb: np.ndarray, quality: int) -> np.ndarray:
 
 
 def decode_crop(buffer, path, crop: int) -> np.ndarray:
-    """The RGB crop stored by `encode_png` or `encode_jpeg` (OpenCV tells them apart by their
-    signature); InputError naming the file and crop if undecodable."""
-    image = cv2.imdecode(np.asarray(buffer, dtype=np.uint8), cv2.IMREAD_COLOR)
+    """The RGB crop stored by `encode_png` or `encode_jpeg`; InputError naming the file and crop
+    if undecodable. JPEGs go through simplejpeg: on a 96 px crop cv2.imdecode's per-call overhead
+    costs more than the decoding (measured 2x slower, same pixels)."""
+    buffer = np.asarray(buffer, dtype=np.uint8)
+    if buffer[:2].tobytes() == JPEG_SIGNATURE:
+        try:
+            return simplejpeg.decode_jpeg(buffer.tobytes(), colorspace="RGB")
+        except ValueError as error:
+            raise InputError(path, f"crop {crop} of /faces is not a decodable JPEG "
+                                   f"({error})") from None
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(path, f"crop {crop} of /faces is not a decodable image")
     return image[..., ::-1]  # OpenCV decodes to BGR; crops are RGB
