@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             sizes[layout] = {"bytes": size, "bytes_per_sample": size / n_samples,
                              "projected_gridfull_gb": size / n_samples * GRID_FULL_SAMPLES / 1e9}
         report["sizes"] = sizes
-        report["verify"] = {"raw": verify_speed(raw), "compact": verify_speed(compact)}
+        report["verify"] = {layout: verify_speed(path) for layout, path in layouts}
         report["compact_candidates"] = compact_candidates(raw, work)
         report["jpeg_quality"] = jpeg_quality_table(raw)
 
