@@ -107,6 +107,8 @@ def face_chips(predictor, images: np.ndarray) -> np.ndarray:
     import dlib
 
     images = [np.ascontiguousarray(image) for image in images]
+    if not images:
+        return np.empty((0, dlib_resnet.CHIP_SIZE, dlib_resnet.CHIP_SIZE, 3), np.uint8)
     shapes = dlib_models.whole_crop_shapes(predictor, images)
     return np.stack([dlib.get_face_chip(image, shape, dlib_resnet.CHIP_SIZE, CHIP_PADDING)
                      for image, shape in zip(images, shapes, strict=True)])
