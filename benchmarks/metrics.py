@@ -2,15 +2,16 @@
 
 On real s1 crops (../shared/grid-s1, or $LIPSYNC_GRID_S1; synthetic faces without them), with a
 "generated" set made from the ground truth (shifted a pixel, sensor noise), it times each metric's
-scoring path on --threads CPU cores (and on a GPU when present), checks it against its reference
+scoring path in CPU seconds on one thread (what an idle core takes, even on a loaded machine),
+projected to --cores idle cores each scoring its share of the frames (and on a GPU when present), checks it against its reference
 implementation at the stated tolerance (scikit-image for SSIM/PSNR, dlib's own descriptors for
 CSIM; LMD *is* dlib's shape predictor), and projects per frame (per clip for LSE) to GRIDTest's
 44,589 frames in 660 clips: a system pays for its generated frames only, the real side is
 reference data computed once per test set. Then the total for the paper's systems. FID/KID's
 Inception is timed apart (GPU work). Prints one Markdown table.
 
-    .venv/bin/python benchmarks/metrics.py                      # 2 cores, 10 real clips
-    .venv/bin/python benchmarks/metrics.py --threads 1 --clips 4
+    .venv/bin/python benchmarks/metrics.py                      # 10 real clips, 2 cores
+    .venv/bin/python benchmarks/metrics.py --cores 1 --clips 4
 """
 
 from __future__ import annotations
@@ -36,12 +37,22 @@ SSIM_TOLERANCE = 1e-6
 CSIM_TOLERANCE = 1e-5  # on descriptors of norm ~1.4 (float32 summation order)
 
 
+_TOTALS = {"wall": 0.0, "cpu": 0.0}  # over the CPU measurements: their ratio shows the load
+
+
 def timed(function, *args, sync_cuda: bool = False, **kwargs):
-    start = time.perf_counter()
+    """(seconds, result): CPU seconds of this process for CPU work, which is one thread's, so
+    what it would take on an idle core (the machine is shared and loaded: its wall seconds are
+    not); wall seconds for GPU work (`sync_cuda`)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = function(*args, **kwargs)
     if sync_cuda:
         torch.cuda.synchronize()
-    return time.perf_counter() - start, result
+        return time.perf_counter() - start, result
+    cpu = time.process_time() - start_cpu
+    _TOTALS["wall"] += time.perf_counter() - start
+    _TOTALS["cpu"] += cpu
+    return cpu, result
 
 
 def real_clips(count: int) -> tuple[list[np.ndarray], str]:
@@ -74,18 +85,24 @@ def generated_from(truth: np.ndarray, seed: int = 0) -> np.ndarray:
 class Table:
     """Rows of the printed table; `minutes` per system at GRIDTest size on CPU (and GPU)."""
 
-    def __init__(self):
+    def __init__(self, cores: int):
         self.rows: list[dict] = []
+        self.cores = cores
 
     def add(self, metric: str, implementation: str, check: str, per_frame_s: float,
-            per_system_s: float, gpu_per_system_s: float | None = None) -> None:
+            per_system_s: float, gpu_per_system_s: float | None = None, *,
+            scored: bool = False) -> None:
+        """`per_system_s`: CPU seconds for one system, spread over the cores (frames and clips
+        are independent: one process per core). `scored`: what scoring runs (not a reference)."""
         self.rows.append({"metric": metric, "implementation": implementation, "check": check,
-                          "per_frame_ms": per_frame_s * 1e3, "cpu_min": per_system_s / 60,
+                          "scored": scored,
+                          "per_frame_ms": per_frame_s * 1e3,
+                          "cpu_min": per_system_s / self.cores / 60,
                           "gpu_min": None if gpu_per_system_s is None else gpu_per_system_s / 60})
 
-    def print(self, threads: int) -> None:
-        print(f"\n| metric | implementation | against its reference | ms per frame | GRIDTest "
-              f"system, {threads} CPU core{'s' if threads > 1 else ''} (min) | on GPU (min) |")
+    def print(self) -> None:
+        print(f"\n| metric | implementation | against its reference | CPU ms per frame (one "
+              f"thread) | GRIDTest system on {self.cores} idle CPU cores (min) | on GPU (min) |")
         print("|---|---|---|---:|---:|---:|")
         for r in self.rows:
             gpu = "" if r["gpu_min"] is None else f"{r['gpu_min']:.2f}"
@@ -112,16 +129,16 @@ def ssim_psnr_rows(table: Table, generated, truth, devices) -> None:
     table.add("SSIM+PSNR", f"batched torch, 1 thread ({base_s / seconds:.1f}x scikit-image)",
               f"max abs diff {diff:.1e} ({'ok' if diff <= SSIM_TOLERANCE else 'FAILS'} <= "
               f"{SSIM_TOLERANCE:g})", seconds / n, seconds / n * GRID_TEST_SAMPLES,
-              None if gpu_s is None else gpu_s / n * GRID_TEST_SAMPLES)
+              None if gpu_s is None else gpu_s / n * GRID_TEST_SAMPLES, scored=True)
 
 
-def csim_rows(table: Table, generated, threads: int, dlib_frames: int, devices) -> None:
+def csim_rows(table: Table, generated, dlib_frames: int, devices) -> None:
     """CSIM embeddings: dlib's own calls (reference) on a few frames, the torch backend on all."""
     probe = generated[:dlib_frames]
-    with identity.mapper({"backend": "dlib"}, threads) as faces:
-        faces(probe[:threads * 8])  # warm-up: models loaded, workers started
+    with identity.mapper({"backend": "dlib"}) as faces:
+        faces(probe[:2])  # warm-up: models loaded
         dlib_s, expected = timed(faces, probe)
-    table.add("CSIM", f"dlib compute_face_descriptor, {threads} process(es) (reference)", "-",
+    table.add("CSIM", "dlib compute_face_descriptor (reference)", "-",
               dlib_s / len(probe), dlib_s / len(probe) * GRID_TEST_SAMPLES)
     gpu_s = None
     if "cuda" in devices:
@@ -137,16 +154,16 @@ def csim_rows(table: Table, generated, threads: int, dlib_frames: int, devices) 
     table.add("CSIM", f"dlib's ResNet batched in torch ({dlib_s / len(probe) / per_frame:.1f}x "
               f"dlib), every frame", f"max abs diff {diff:.1e} ({'ok' if diff <= CSIM_TOLERANCE else 'FAILS'}"
               f" <= {CSIM_TOLERANCE:g})", per_frame, per_frame * GRID_TEST_SAMPLES,
-              None if gpu_s is None else gpu_s * GRID_TEST_SAMPLES)
+              None if gpu_s is None else gpu_s * GRID_TEST_SAMPLES, scored=True)
 
 
-def lmd_row(table: Table, generated, threads: int) -> None:
-    with landmarks.mapper({}, workers=threads, min_frames_per_worker=64) as points:
-        points(generated[:threads * 64])  # warm-up
+def lmd_row(table: Table, generated) -> None:
+    with landmarks.mapper({}) as points:
+        points(generated[:8])  # warm-up
         seconds, _ = timed(points, generated)
     per_frame = seconds / len(generated)
-    table.add("LMD", f"dlib 68-point shape predictor, {threads} process(es)",
-              "is the reference", per_frame, per_frame * GRID_TEST_SAMPLES)
+    table.add("LMD", "dlib 68-point shape predictor",
+              "is the reference", per_frame, per_frame * GRID_TEST_SAMPLES, scored=True)
 
 
 def lse_row(table: Table, clips: list[np.ndarray], devices) -> None:
@@ -168,11 +185,33 @@ def lse_row(table: Table, clips: list[np.ndarray], devices) -> None:
 
         sync.LSE._video_curve(expert, clips[0][:8], np.arange(8), audio[0], options, device)
         times[device], _ = timed(score_all, sync_cuda=device == "cuda")
-    per_clip = times["cpu"] / len(clips)
-    frames = sum(map(len, clips)) / len(clips)
-    table.add("LSE-D/C", "own SyncNet expert (width 1), torch", "is the reference",
-              per_clip / frames, per_clip * GRID_TEST_CLIPS,
-              times["cuda"] / len(clips) * GRID_TEST_CLIPS if "cuda" in times else None)
+    # the cost is one expert pass per window of T consecutive frames: GRIDTest has N - T + 1
+    # windows per clip
+    frames = 5
+    per_window = times["cpu"] / sum(len(c) - frames + 1 for c in clips)
+    windows = GRID_TEST_SAMPLES - (frames - 1) * GRID_TEST_CLIPS
+    table.add("LSE-D/C", f"own SyncNet expert (width 1: {expert_gmac():.2f} GMAC per window), "
+              "per window", "is the reference", per_window, per_window * windows,
+              times["cuda"] / sum(len(c) - frames + 1 for c in clips) * windows
+              if "cuda" in times else None, scored=True)
+
+
+def expert_gmac() -> float:
+    """Multiply-accumulates of the default expert's face encoder per window, in billions."""
+    from lipsync.models.syncnet import SyncExpert
+
+    expert, total = SyncExpert().eval(), [0]
+
+    def count(module, inputs, output):
+        total[0] += (output.numel() * module.in_channels // module.groups
+                     * module.kernel_size[0] * module.kernel_size[1])
+
+    for module in expert.face.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(count)
+    with torch.no_grad():
+        expert.embed_faces(torch.rand(1, 15, 48, 96))
+    return total[0] / 1e9
 
 
 def fid_row(table: Table, images, devices, count: int) -> None:
@@ -189,16 +228,15 @@ def fid_row(table: Table, images, devices, count: int) -> None:
               per_image["cuda"] * GRID_TEST_SAMPLES if "cuda" in per_image else None)
 
 
-def print_totals(table: Table, threads: int) -> None:
-    fast = {"SSIM+PSNR": "batched", "CSIM": "torch", "LMD": "dlib", "LSE-D/C": "torch"}
-    chosen = [r for r in table.rows if r["metric"] in fast
-              and fast[r["metric"]] in r["implementation"]]
+def print_totals(table: Table) -> None:
+    chosen = [r for r in table.rows if r["scored"]]
     cpu = sum(r["cpu_min"] for r in chosen)
+    lse = sum(r["cpu_min"] for r in chosen if r["metric"].startswith("LSE"))
     inception = next(r for r in table.rows if r["metric"] == "FID+KID")
     print(f"\nEvery metric but FID/KID, one GRIDTest-size system, CSIM on every frame: "
-          f"{cpu:.1f} min on {threads} CPU core(s) (target <= 10); the paper's {PAPER_SYSTEMS} "
+          f"{cpu:.1f} min on {table.cores} idle CPU cores (target <= 10); the paper's {PAPER_SYSTEMS} "
           f"systems: {cpu * PAPER_SYSTEMS / 60:.1f} h (+ the real side once per test set, about "
-          "one system's CSIM and LMD)")
+          f"one system's CSIM and LMD); without LSE {cpu - lse:.1f} min")
     if all(r["gpu_min"] is not None for r in chosen[:2]):
         gpu = inception["gpu_min"] + sum(r["gpu_min"] or r["cpu_min"] for r in chosen)
         print(f"With a GPU (SSIM, CSIM, LSE and Inception on it, LMD on the CPU): {gpu:.1f} min "
@@ -210,30 +248,32 @@ def print_totals(table: Table, threads: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="CPU cores (torch threads and "
-                        "dlib worker processes)")
+    parser.add_argument("--cores", type=int, default=2,
+                        help="idle CPU cores the per-system times are projected to")
     parser.add_argument("--clips", type=int, default=10, help="real s1 clips to time on")
     parser.add_argument("--dlib-frames", type=int, default=24,
                         help="frames dlib's own CSIM (the slow reference) embeds")
-    parser.add_argument("--fid-images", type=int, default=32)
+    parser.add_argument("--fid-images", type=int, default=16)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)  # one thread: its CPU seconds are an idle core's
     clips, source = real_clips(args.clips)
     truth = np.concatenate(clips)
     generated = generated_from(truth)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"{source}; generated = ground truth shifted 1 px + noise (sigma 4); GRIDTest = "
-          f"{GRID_TEST_SAMPLES:,} frames in {GRID_TEST_CLIPS} clips; {args.threads} CPU "
-          f"thread(s); devices {', '.join(devices)}; load {os.getloadavg()[0]:.2f}")
-    table = Table()
+          f"{GRID_TEST_SAMPLES:,} frames in {GRID_TEST_CLIPS} clips; timed on one CPU thread "
+          f"(CPU seconds); devices {', '.join(devices)}; load average {os.getloadavg()[0]:.2f}")
+    table = Table(args.cores)
     ssim_psnr_rows(table, generated, truth, devices)
-    csim_rows(table, generated, args.threads, args.dlib_frames, devices)
-    lmd_row(table, generated, args.threads)
+    csim_rows(table, generated, args.dlib_frames, devices)
+    lmd_row(table, generated)
     lse_row(table, [generated_from(c, i) for i, c in enumerate(clips)], devices)
     fid_row(table, generated, devices, args.fid_images)
-    table.print(args.threads)
-    print_totals(table, args.threads)
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    table.print()
+    print_totals(table)
+    print(f"load average after: {os.getloadavg()[0]:.2f}; wall / CPU seconds of the CPU "
+          f"measurements {_TOTALS['wall'] / max(_TOTALS['cpu'], 1e-9):.2f} (about 1 on an idle "
+          "core: what the load cost in wall time)")
     return 0
 
 
