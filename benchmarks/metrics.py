@@ -176,7 +176,7 @@ def lse_row(table: Table, clips: list[np.ndarray], devices) -> None:
     audio = [rng.standard_normal((len(c), 512)).astype(np.float32) for c in clips]
     times = {}
     for device in devices:
-        expert = SyncExpert().eval().to(device)
+        expert = sync.for_scoring(SyncExpert().to(device))
 
         def score_all(expert=expert, device=device) -> None:
             for faces, unit_audio in zip(clips, audio, strict=True):
