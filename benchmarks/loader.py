@@ -301,6 +301,45 @@ def loader_memory(path: Path, batches: int) -> dict[str, int]:
     return memory
 
 
+def speed_row(paths: dict[str, Path], baseline: Dataset, workers: int, batches: int) -> dict:
+    """Samples/s of every layout (float items, and uint8 items for raw and jpeg) and of the JPG
+    folders at one worker count, with the ratios."""
+    row = {"workers": workers}
+    for layout, path in paths.items():
+        row[f"{layout}_samples_per_s"] = loader_speed(
+            LipSyncDataset(path), workers=workers, batches=batches, collate_fn=collate)
+    # What the training loop reads: uint8 crops, scaled and masked on the device.
+    for layout in ("raw", "jpeg"):
+        row[f"{layout}_uint8_samples_per_s"] = loader_speed(
+            LipSyncDataset(paths[layout], uint8=True), workers=workers, batches=batches,
+            collate_fn=collate)
+    row["jpg_samples_per_s"] = loader_speed(baseline, workers=workers,
+                                            batches=max(3, batches // 4), collate_fn=None)
+    for layout in ("raw", "compact", "raw_uint8", "jpeg", "jpeg_uint8"):
+        row[f"{layout}_over_jpg"] = row[f"{layout}_samples_per_s"] / row["jpg_samples_per_s"]
+    return row
+
+
+def print_report(report: dict) -> None:
+    print(json.dumps(report, indent=2, default=float))
+    print("\nsamples/s (batch 96, shuffled):")
+    print(pd.DataFrame(report["speeds"]).round(1).to_string(index=False))
+    print("\nbytes per sample and projected GRIDFull size (2,190,517 samples):")
+    print(pd.DataFrame(report["sizes"]).T.round(2).to_string())
+    print("\nchecksum verification on open (page cache warm; GRIDFull projected):")
+    print(pd.DataFrame(report["verify"]).T.round(3).to_string())
+    print("\njpeg layout: quality vs size vs SSIM to the raw crop (dataset.jpeg_quality):")
+    print(pd.DataFrame(report["jpeg_quality"]).round(4).to_string(index=False))
+    print("\ncompact-layout candidates:")
+    print(pd.DataFrame(report["compact_candidates"]).round(1).to_string(index=False))
+    for row in report["speeds"]:
+        print(f"\n{row['workers']} workers: LipSyncDataset vs JPG folders at the same worker "
+              f"count: float items {row['raw_over_jpg']:.1f}x, uint8 items (training) "
+              f"{row['raw_uint8_over_jpg']:.1f}x (target >= 10x); jpeg layout: float items "
+              f"{row['jpeg_over_jpg']:.1f}x, uint8 items {row['jpeg_uint8_over_jpg']:.1f}x "
+              "(target >= 5x)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=None, help="an existing packed raw file")
@@ -353,28 +392,8 @@ def main(argv: list[str] | None = None) -> None:
         baseline = JpgFolderDataset(work / "jpg", table, image_size=config.image_size,
                                     mel_window=config.mel_window,
                                     min_distance=config.min_reference_distance)
-        speeds = []
-        for workers in args.workers:
-            row = {"workers": workers}
-            for layout, path in layouts:
-                row[f"{layout}_samples_per_s"] = loader_speed(
-                    LipSyncDataset(path), workers=workers, batches=args.batches,
-                    collate_fn=collate)
-            # What the training loop reads: uint8 crops, scaled and masked on the device.
-            for layout, path in (("raw", raw), ("jpeg", jpeg)):
-                row[f"{layout}_uint8_samples_per_s"] = loader_speed(
-                    LipSyncDataset(path, uint8=True), workers=workers, batches=args.batches,
-                    collate_fn=collate)
-            row["jpg_samples_per_s"] = loader_speed(baseline, workers=workers,
-                                                    batches=max(3, args.batches // 4),
-                                                    collate_fn=None)
-            row["raw_over_jpg"] = row["raw_samples_per_s"] / row["jpg_samples_per_s"]
-            row["compact_over_jpg"] = row["compact_samples_per_s"] / row["jpg_samples_per_s"]
-            for layout in ("raw_uint8", "jpeg", "jpeg_uint8"):
-                row[f"{layout}_over_jpg"] = (row[f"{layout}_samples_per_s"]
-                                             / row["jpg_samples_per_s"])
-            speeds.append(row)
-        report["speeds"] = speeds
+        report["speeds"] = [speed_row(dict(layouts), baseline, workers, args.batches)
+                            for workers in args.workers]
         # draw_references is the only per-sample Python-free step; sanity-check it is cheap
         start = time.perf_counter()
         draw_references(np.arange(BATCH) % 68, 68, 6, np.random.default_rng(0).random(BATCH))
@@ -389,24 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(json.dumps(report, indent=2, default=float))
-    print("\nsamples/s (batch 96, shuffled):")
-    print(pd.DataFrame(report["speeds"]).round(1).to_string(index=False))
-    print("\nbytes per sample and projected GRIDFull size (2,190,517 samples):")
-    print(pd.DataFrame(report["sizes"]).T.round(2).to_string())
-    print("\nchecksum verification on open (page cache warm; GRIDFull projected):")
-    print(pd.DataFrame(report["verify"]).T.round(3).to_string())
-    print("\njpeg layout: quality vs size vs SSIM to the raw crop (dataset.jpeg_quality):")
-    print(pd.DataFrame(report["jpeg_quality"]).round(4).to_string(index=False))
-    print("\ncompact-layout candidates:")
-    print(pd.DataFrame(report["compact_candidates"]).round(1).to_string(index=False))
-    for row in report["speeds"]:
-        print(f"\n{row['workers']} workers: LipSyncDataset vs JPG folders at the same worker "
-              f"count: float items {row['raw_over_jpg']:.1f}x, uint8 items (training) "
-              f"{row['raw_uint8_over_jpg']:.1f}x (target >= 10x); jpeg layout: float items "
-              f"{row['jpeg_over_jpg']:.1f}x, uint8 items {row['jpeg_uint8_over_jpg']:.1f}x "
-              "(target >= 5x)")
-
+    print_report(report)
 
 if __name__ == "__main__":
     main()
