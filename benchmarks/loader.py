@@ -2,8 +2,8 @@
 
 Prints, from one run: samples/s through a DataLoader (batch 96, shuffled) for each worker count
 and layout and for the JPG-folder baseline, with the ratio; bytes per sample of the raw and
-compact layouts (and the candidates the compact layout was chosen from) with the projected
-GRIDFull size; resident memory at two dataset sizes (loader and packer) to show it stays flat;
+compact and jpeg layouts (and the candidates the compact layout and the JPEG quality were
+chosen from) with the projected GRIDFull size; resident memory at two dataset sizes (loader and packer) to show it stays flat;
 seconds per GB of the checksum verification every open does, projected to GRIDFull.
 
     .venv/bin/python benchmarks/loader.py                  # synthetic shards, packed here
@@ -36,7 +36,13 @@ from helpers import make_shard_files  # noqa: E402
 
 from lipsync.data import integrity  # noqa: E402
 from lipsync.data.dataset import LipSyncDataset, collate  # noqa: E402
-from lipsync.data.pack import encode_png, pack_split  # noqa: E402
+from lipsync.data.pack import (  # noqa: E402
+    DATASET_DEFAULTS,
+    decode_crop,
+    encode_jpeg,
+    encode_png,
+    pack_split,
+)
 from lipsync.data.samples import draw_references  # noqa: E402
 
 GRID_FULL_SAMPLES = 2_190_517
@@ -115,24 +121,49 @@ def export_jpg_folders(dataset_path: Path, root: Path) -> pd.DataFrame:
     })
 
 
-def transcode_compact(raw_path: Path, output: Path) -> None:
-    """A compact copy of a packed raw file (PNG crops, same index), as pack_split would write."""
+def transcode(raw_path: Path, output: Path, layout: str = "compact",
+              quality: int = DATASET_DEFAULTS["jpeg_quality"]) -> None:
+    """A compact (PNG) or jpeg copy of a packed raw file, same index, as pack_split writes it."""
     with h5py.File(raw_path, "r") as source, h5py.File(output, "w") as out:
         for name in source:
             if name != "faces":
                 source.copy(source[name], out, name)
         for key, value in source.attrs.items():
             out.attrs[key] = value
-        out.attrs["layout"] = "compact"
+        out.attrs["layout"] = layout
         faces = source["faces"]
         target = out.create_dataset("faces", (len(faces),), dtype=h5py.vlen_dtype(np.uint8),
                                     chunks=(64,))
-        target.attrs["encoding"] = "png"
+        target.attrs["encoding"] = "png" if layout == "compact" else "jpeg"
         for start in range(0, len(faces), 1024):
             block = faces[start:start + 1024]
             for j, crop in enumerate(block):
-                target[start + j] = encode_png(crop)
+                target[start + j] = (encode_png(crop) if layout == "compact"
+                                     else encode_jpeg(crop, quality))
         integrity.record_all(out)
+
+
+def jpeg_quality_table(dataset_path: Path, n: int = 512) -> list[dict]:
+    """Bytes per crop, SSIM to the raw crop (scikit-image's protocol) and decode time per JPEG
+    quality: the table dataset.jpeg_quality's default was chosen from."""
+    from lipsync.metrics.kernels import ssim_torch
+
+    source = LipSyncDataset(dataset_path)
+    total = source_faces(dataset_path)
+    rng = np.random.default_rng(1)
+    crops = source.read_faces(np.sort(rng.choice(total, min(n, total), replace=False)))
+    source.close()
+    rows = []
+    for quality in (75, 85, 90, 95, 98):
+        encoded = [encode_jpeg(c, quality) for c in crops]
+        start = time.perf_counter()
+        decoded = np.stack([decode_crop(e, dataset_path, 0) for e in encoded])
+        decode = (time.perf_counter() - start) / len(encoded)
+        ssim = ssim_torch(decoded, crops)
+        rows.append({"jpeg_quality": quality, "bytes_per_crop": np.mean([len(e) for e in encoded]),
+                     "ssim_to_raw_mean": ssim.mean(), "ssim_to_raw_min": ssim.min(),
+                     "decode_us_per_crop": decode * 1e6})
+    return rows
 
 
 def loader_speed(dataset: Dataset, *, workers: int, batches: int, collate_fn) -> float:
@@ -143,8 +174,9 @@ def loader_speed(dataset: Dataset, *, workers: int, batches: int, collate_fn) ->
                         persistent_workers=False, prefetch_factor=4 if workers else None)
     iterator = iter(loader)
     next(iterator)
+    # the workers prefetch 4 batches each while the first one is awaited: time well past them
     start, seen = time.perf_counter(), 0
-    for _ in range(batches):
+    for _ in range(max(batches, 4 * workers + 8)):
         try:
             batch = next(iterator)
         except StopIteration:
@@ -269,6 +301,45 @@ def loader_memory(path: Path, batches: int) -> dict[str, int]:
     return memory
 
 
+def speed_row(paths: dict[str, Path], baseline: Dataset, workers: int, batches: int) -> dict:
+    """Samples/s of every layout (float items, and uint8 items for raw and jpeg) and of the JPG
+    folders at one worker count, with the ratios."""
+    row = {"workers": workers}
+    for layout, path in paths.items():
+        row[f"{layout}_samples_per_s"] = loader_speed(
+            LipSyncDataset(path), workers=workers, batches=batches, collate_fn=collate)
+    # What the training loop reads: uint8 crops, scaled and masked on the device.
+    for layout in ("raw", "jpeg"):
+        row[f"{layout}_uint8_samples_per_s"] = loader_speed(
+            LipSyncDataset(paths[layout], uint8=True), workers=workers, batches=batches,
+            collate_fn=collate)
+    row["jpg_samples_per_s"] = loader_speed(baseline, workers=workers,
+                                            batches=max(3, batches // 4), collate_fn=None)
+    for layout in ("raw", "compact", "raw_uint8", "jpeg", "jpeg_uint8"):
+        row[f"{layout}_over_jpg"] = row[f"{layout}_samples_per_s"] / row["jpg_samples_per_s"]
+    return row
+
+
+def print_report(report: dict) -> None:
+    print(json.dumps(report, indent=2, default=float))
+    print("\nsamples/s (batch 96, shuffled):")
+    print(pd.DataFrame(report["speeds"]).round(1).to_string(index=False))
+    print("\nbytes per sample and projected GRIDFull size (2,190,517 samples):")
+    print(pd.DataFrame(report["sizes"]).T.round(2).to_string())
+    print("\nchecksum verification on open (page cache warm; GRIDFull projected):")
+    print(pd.DataFrame(report["verify"]).T.round(3).to_string())
+    print("\njpeg layout: quality vs size vs SSIM to the raw crop (dataset.jpeg_quality):")
+    print(pd.DataFrame(report["jpeg_quality"]).round(4).to_string(index=False))
+    print("\ncompact-layout candidates:")
+    print(pd.DataFrame(report["compact_candidates"]).round(1).to_string(index=False))
+    for row in report["speeds"]:
+        print(f"\n{row['workers']} workers: LipSyncDataset vs JPG folders at the same worker "
+              f"count: float items {row['raw_over_jpg']:.1f}x, uint8 items (training) "
+              f"{row['raw_uint8_over_jpg']:.1f}x (target >= 10x); jpeg layout: float items "
+              f"{row['jpeg_over_jpg']:.1f}x, uint8 items {row['jpeg_uint8_over_jpg']:.1f}x "
+              "(target >= 5x)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=None, help="an existing packed raw file")
@@ -276,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=int, default=4, help="larger size = clips x scale")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2, 4])
     parser.add_argument("--work-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -296,18 +367,21 @@ def main(argv: list[str] | None = None) -> None:
             if f.attrs["layout"] != "raw":
                 raise SystemExit(f"{raw}: benchmark needs a raw-layout file")
             n_samples, n_crops = len(f["samples/crop"]), len(f["faces"])
-        compact = work / "compact.h5"
-        transcode_compact(raw, compact)
+        compact, jpeg = work / "compact.h5", work / "jpeg.h5"
+        transcode(raw, compact, "compact")
+        transcode(raw, jpeg, "jpeg")
         report["dataset"] = {"path": str(raw), "samples": n_samples, "crops": n_crops}
 
         sizes = {}
-        for layout, path in (("raw", raw), ("compact", compact)):
+        layouts = (("raw", raw), ("compact", compact), ("jpeg", jpeg))
+        for layout, path in layouts:
             size = path.stat().st_size
             sizes[layout] = {"bytes": size, "bytes_per_sample": size / n_samples,
                              "projected_gridfull_gb": size / n_samples * GRID_FULL_SAMPLES / 1e9}
         report["sizes"] = sizes
-        report["verify"] = {"raw": verify_speed(raw), "compact": verify_speed(compact)}
+        report["verify"] = {layout: verify_speed(path) for layout, path in layouts}
         report["compact_candidates"] = compact_candidates(raw, work)
+        report["jpeg_quality"] = jpeg_quality_table(raw)
 
         table = export_jpg_folders(raw, work / "jpg")
         jpg_bytes = sum(p.stat().st_size for p in (work / "jpg").rglob("*") if p.is_file())
@@ -318,26 +392,8 @@ def main(argv: list[str] | None = None) -> None:
         baseline = JpgFolderDataset(work / "jpg", table, image_size=config.image_size,
                                     mel_window=config.mel_window,
                                     min_distance=config.min_reference_distance)
-        speeds = []
-        for workers in args.workers:
-            row = {"workers": workers}
-            for layout, path in (("raw", raw), ("compact", compact)):
-                row[f"{layout}_samples_per_s"] = loader_speed(
-                    LipSyncDataset(path), workers=workers, batches=args.batches,
-                    collate_fn=collate)
-            # What the training loop reads: uint8 crops, scaled and masked on the device.
-            row["raw_uint8_samples_per_s"] = loader_speed(
-                LipSyncDataset(raw, uint8=True), workers=workers, batches=args.batches,
-                collate_fn=collate)
-            row["jpg_samples_per_s"] = loader_speed(baseline, workers=workers,
-                                                    batches=max(3, args.batches // 4),
-                                                    collate_fn=None)
-            row["raw_over_jpg"] = row["raw_samples_per_s"] / row["jpg_samples_per_s"]
-            row["compact_over_jpg"] = row["compact_samples_per_s"] / row["jpg_samples_per_s"]
-            row["raw_uint8_over_jpg"] = (row["raw_uint8_samples_per_s"]
-                                         / row["jpg_samples_per_s"])
-            speeds.append(row)
-        report["speeds"] = speeds
+        report["speeds"] = [speed_row(dict(layouts), baseline, workers, args.batches)
+                            for workers in args.workers]
         # draw_references is the only per-sample Python-free step; sanity-check it is cheap
         start = time.perf_counter()
         draw_references(np.arange(BATCH) % 68, 68, 6, np.random.default_rng(0).random(BATCH))
@@ -352,20 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(json.dumps(report, indent=2, default=float))
-    print("\nsamples/s (batch 96, shuffled):")
-    print(pd.DataFrame(report["speeds"]).round(1).to_string(index=False))
-    print("\nbytes per sample and projected GRIDFull size (2,190,517 samples):")
-    print(pd.DataFrame(report["sizes"]).T.round(2).to_string())
-    print("\nchecksum verification on open (page cache warm; GRIDFull projected):")
-    print(pd.DataFrame(report["verify"]).T.round(3).to_string())
-    print("\ncompact-layout candidates:")
-    print(pd.DataFrame(report["compact_candidates"]).round(1).to_string(index=False))
-    for row in report["speeds"]:
-        print(f"\n{row['workers']} workers: LipSyncDataset vs JPG folders at the same worker "
-              f"count: float items {row['raw_over_jpg']:.1f}x, uint8 items (training) "
-              f"{row['raw_uint8_over_jpg']:.1f}x (target >= 10x)")
-
+    print_report(report)
 
 if __name__ == "__main__":
     main()

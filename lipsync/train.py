@@ -36,7 +36,7 @@ from lipsync.device import pick_device
 from lipsync.errors import InputError, LipsyncError, TrainingError
 from lipsync.io import atomic_path, write_json
 from lipsync.logs import get_logger
-from lipsync.metrics.ssim_psnr import psnr_torch, ssim_torch
+from lipsync.metrics.kernels import psnr_torch, ssim_torch
 from lipsync.models import registry
 from lipsync.options import describe, resolve
 from lipsync.precision import Precision

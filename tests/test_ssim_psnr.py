@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +108,11 @@ def test_summary_statistics_leave_out_infinite_psnr_and_count_it():
     assert (stats["max"], stats["min"]) == (40.0, 20.0)
     assert (stats["n"], stats["n_finite"], stats["n_infinite"]) == (4, 3, 1)
     assert describe(np.array([np.inf]))["mean"] is None
+
+
+def test_kernels_import_no_metric_registry():
+    # Training validation imports the kernels; the registry would pull in every metric module.
+    code = ("import sys, lipsync.metrics.kernels; "
+            "assert not any(m in sys.modules for m in "
+            "('lipsync.metrics.registry', 'lipsync.metrics.base')), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,5 +1,6 @@
 """The torch Dataset over a packed split (datasets/{split}.h5): LipGAN training samples, read in
-batches straight from a memory map of the raw layout (or PNG-decoded for the compact layout).
+batches straight from a memory map of the raw layout (or decoded per crop in the loader's
+workers: PNG for the compact layout, JPEG for the jpeg layout).
 
 Images are RGB floats in [0, 1], channels first. The HDF5 file is opened lazily in each process
 (DataLoader workers included), never kept open from `__init__`, which verifies its checksums and
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data import default_collate as _default_collate
 
 from lipsync.data import integrity
-from lipsync.data.pack import decode_png
+from lipsync.data.pack import decode_crop
 from lipsync.data.samples import draw_references, mix64, uniforms_from_hash
 from lipsync.errors import InputError
 
@@ -226,7 +227,7 @@ class LipSyncDataset(Dataset):
             encoded = self._handle["faces"][unique] if len(unique) else []
             faces = np.empty((len(unique), self.image_size, self.image_size, 3), np.uint8)
             for k, buffer in enumerate(encoded):
-                faces[k] = decode_png(buffer, self.path, unique[k])
+                faces[k] = decode_crop(buffer, self.path, unique[k])
         return np.asarray(faces)[inverse.reshape(-1)]
 
     def read_mels(self, starts: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ mouth-opening error is |h(generated) - h(real)| with h the mean length of the in
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -20,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from lipsync.errors import InputError, LipsyncError
-from lipsync.io import sha256_file
+from lipsync.metrics import dlib_models
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
+from lipsync.metrics.dlib_models import file_record, model_file
 from lipsync.metrics.registry import register_metric
 from lipsync.metrics.testset import batches
 from lipsync.progress import progress
@@ -45,38 +45,6 @@ FAN_REFERENCE_SCALE = 195.0
 # A worker process takes seconds to start (imports, model load): below this many frames each
 # (~1.5 s of landmarks on one core) a batch stays in this process.
 _FRAMES_PER_WORKER = 256
-
-
-def packaged_model(name: str) -> Path:
-    """A model file shipped by face-recognition-models, located without importing the package:
-    its __init__ needs pkg_resources, which setuptools >= 81 no longer provides."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise LipsyncError(f"face-recognition-models is not installed (it ships {name}); "
-                           "`pip install face-recognition-models==0.3.0`, a dependency in "
-                           "pyproject.toml")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / name
-
-
-def model_file(value: str, key: str, packaged: str) -> Path:
-    """The file config key `key` names (empty: the packaged `packaged`), checked to exist."""
-    path = Path(value) if value else packaged_model(packaged)
-    if not path.is_file():
-        raise LipsyncError(f"model file not found: {path} (config key {key}"
-                           f"{'' if value else ', empty: the file face-recognition-models ships'})")
-    return path
-
-
-_digests: dict[tuple, str] = {}
-
-
-def file_record(path: Path) -> dict:
-    """Name and sha256 of a model file (hashed once per process and file version)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _digests:
-        _digests[key] = sha256_file(path)
-    return {"file": path.name, "sha256": _digests[key]}
 
 
 def settings(options: dict | None) -> dict:
@@ -127,20 +95,11 @@ class DlibLandmarks:
     """dlib's 68-point shape predictor with the whole image as the face box."""
 
     def __init__(self, path: Path):
-        import dlib
-
-        self._dlib = dlib
-        try:
-            self.predictor = dlib.shape_predictor(str(path))
-        except RuntimeError as error:
-            raise InputError(path, f"not a dlib shape predictor ({error})") from None
+        self.predictor = dlib_models.shape_predictor(path)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         out = np.empty((len(images), 68, 2), dtype=np.float32)
-        for i, image in enumerate(images):
-            image = np.ascontiguousarray(image)
-            box = self._dlib.rectangle(0, 0, image.shape[1] - 1, image.shape[0] - 1)
-            shape = self.predictor(image, box)
+        for i, shape in enumerate(dlib_models.whole_crop_shapes(self.predictor, images)):
             out[i] = [(p.x, p.y) for p in shape.parts()]
         return out
 
