@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lipsync.metrics.registry import DEFAULT_METRICS
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -49,8 +51,8 @@ def test_paper_config_plans_whole_dag_offline(tmp_path):
     assert jobs["train"] == 4
     # The four runs, the real faces and the identity copy, and the metric rules' probes besides.
     assert jobs["generate"] >= 6 and jobs["merge_scores"] >= 6
-    # One scoring job per system and metric (the seven of evaluate.metrics' default).
-    assert jobs["score_metric"] == 7 * jobs["merge_scores"]
+    # One scoring job per system and metric (every metric of evaluate.metrics' default).
+    assert jobs["score_metric"] == len(DEFAULT_METRICS) * jobs["merge_scores"]
     assert sum(jobs.values()) < 1000  # jobs per speaker shard, never per clip (33,000 clips)
     scoring = {}
     for command in shell_commands(result.stdout):
