@@ -18,17 +18,26 @@ import numpy as np
 
 from lipsync.data import integrity
 from lipsync.data import samples as sample_rules
+from lipsync.data.audio import AUDIO_DEFAULTS
+from lipsync.data.faces import VIDEO_DEFAULTS
 from lipsync.data.splits import read_split, shard_clips
 from lipsync.errors import InputError
 from lipsync.io import atomic_path
 from lipsync.logs import get_logger
+from lipsync.options import Option, defaults
 from lipsync.progress import progress
 from lipsync.provenance import describe
 
 log = get_logger(__name__)
 
 LAYOUTS = ("raw", "compact")
-DATASET_DEFAULTS = {"layout": "raw", "chunk_crops": 64}
+# Config section `dataset`.
+DATASET_OPTIONS = {
+    "layout": Option("raw", str, "raw: uint8 crops, fastest to read; compact: a lossless PNG per "
+                     "crop, smaller on disk.", one_of=LAYOUTS),
+    "chunk_crops": Option(64, int, "Crops per HDF5 chunk.", minimum=1),
+}
+DATASET_DEFAULTS = defaults(DATASET_OPTIONS)
 # compact layout: each crop a lossless PNG (chosen by measurement, see benchmarks/loader.py:
 # per-crop PNG is smaller than gzip chunks and, unlike a compressed chunk, one random crop costs
 # one small decode rather than a whole chunk's)
@@ -100,8 +109,9 @@ def pack_split(split: str, clips_tsv: str | os.PathLike, faces_paths: list[str |
     """Pack the clips listed in `clips_tsv` into `output`; returns the counts stored as attrs."""
     samples_options = {**sample_rules.DEFAULTS, **options.get("samples", {})}
     dataset_options = {**DATASET_DEFAULTS, **options.get("dataset", {})}
-    audio_options = {"sample_rate": 16000, "hop_length": 200, **options.get("audio", {})}
-    video_options = {"fps": 25, **options.get("video", {})}
+    audio_options = {key: AUDIO_DEFAULTS[key] for key in ("sample_rate", "hop_length")}
+    audio_options |= options.get("audio", {})
+    video_options = {"fps": VIDEO_DEFAULTS["fps"], **options.get("video", {})}
     seed = int(options.get("seed", 0))
     layout = dataset_options["layout"]
     if layout not in LAYOUTS:

