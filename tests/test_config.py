@@ -5,6 +5,7 @@ names, model input shapes; a bad value is refused naming its key as a config pat
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,82 @@ def test_planning_with_a_bad_value_fails_before_the_dag_naming_the_key(tmp_path,
     assert message in result.stdout + result.stderr
     assert "schema['properties']" not in result.stdout + result.stderr
     assert "Job stats" not in result.stdout
+
+
+MODEL_VARIANT = '''"""LipGAN with a tenfold adversarial weight: a model variant added as one module."""
+
+from lipsync.models.lipgan import INPUT_SHAPE, build
+from lipsync.models.lipgan import OPTIONS as LIPGAN_OPTIONS
+from lipsync.options import Option
+
+OPTIONS = {**LIPGAN_OPTIONS,
+           "adversarial_weight": Option(0.1, float, "Ten times LipGAN's.", minimum=0)}
+__all__ = ["INPUT_SHAPE", "OPTIONS", "build"]
+'''
+METRIC = '''"""Mean brightness difference of each generated frame: a metric added as one module."""
+
+import numpy as np
+
+from lipsync.metrics.base import Column, Metric, Result
+from lipsync.metrics.registry import register_metric
+from lipsync.options import Option
+
+OPTIONS = {"scale": Option(1.0, float, "Gain applied to the difference.", above=0)}
+
+
+@register_metric("brightness", level="frame", options=OPTIONS,
+                 columns=(Column("brightness", "brightness difference", higher_is_better=False),))
+class Brightness(Metric):
+    """Mean brightness of the generated frame minus its ground truth's."""
+
+    def update(self, batch):
+        self.values = [*getattr(self, "values", []),
+                       (batch.generated.mean((1, 2, 3)) - batch.real.mean((1, 2, 3)))
+                       * self.options["scale"]]
+
+    def result(self):
+        return Result({"brightness": np.concatenate(self.values)})
+'''
+
+
+def _add_line_after(file: Path, anchor: str, line: str) -> None:
+    text = file.read_text()
+    assert anchor in text, (file, anchor)
+    file.write_text(text.replace(anchor, anchor + line, 1))
+
+
+def test_a_new_model_and_metric_are_one_module_and_one_registry_line_each(tmp_path):
+    """The contract of docs/ARCHITECTURE.md, in a copy of the package and workflow: a model
+    variant and a metric, each one module and one registry line, planned with no schema edit."""
+    import shutil
+
+    copy_root = tmp_path / "repo"
+    ignore = shutil.ignore_patterns("__pycache__", ".snakemake")
+    for folder in ("lipsync", "workflow"):
+        shutil.copytree(REPO / folder, copy_root / folder, ignore=ignore)
+    (copy_root / "lipsync/models/lipgan_loud.py").write_text(MODEL_VARIANT)
+    _add_line_after(copy_root / "lipsync/models/registry.py", "MODELS = {\n",
+                    '    "lipgan_loud": "lipsync.models.lipgan_loud",\n')
+    (copy_root / "lipsync/metrics/brightness.py").write_text(METRIC)
+    _add_line_after(copy_root / "lipsync/metrics/registry.py", "MODULES = (\n",
+                    '    "lipsync.metrics.brightness",\n')
+    config = {"data": {"source": "synthetic", "speakers": ["s1"], "clips_per_speaker": 4},
+              "splits": {"test": 1, "small": 3, "full": 3},
+              "training": {"runs": {"loud-small": {"model": "lipgan_loud", "train_set": "small",
+                                                   "adversarial_weight": 0.2}},
+                           "models": {"lipgan_loud": {"width": 0.25}}},
+              "evaluate": {"metrics": ["ssim", "brightness"], "brightness": {"scale": 2.0}},
+              "analysis": {"defects": {}}}
+    env = {**os.environ, "PYTHONPATH": str(copy_root)}
+    work = tmp_path / "work"
+    work.mkdir()
+    result = _plan(copy_root / "workflow" / "Snakefile", config, work, env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "run=loud-small" in result.stdout
+    schema = "workflow/schemas/config.schema.yaml"
+    assert (copy_root / schema).read_bytes() == (REPO / schema).read_bytes()
+    # The same copy refuses the new metric's bad option before planning, naming it.
+    config["evaluate"]["brightness"] = {"scale": 0}
+    result = _plan(copy_root / "workflow" / "Snakefile", config, work, env)
+    assert result.returncode != 0
+    assert "evaluate.brightness.scale: 0: must be greater than 0" in result.stdout + result.stderr
