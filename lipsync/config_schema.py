@@ -140,6 +140,10 @@ def _with_defaults(validator_class):
 
 def _message(error) -> str:
     key = ".".join(str(part) for part in error.absolute_path) or "config"
+    if error.validator == "additionalProperties" and "properties" in error.schema:
+        known = error.schema["properties"]
+        unknown = sorted(set(error.instance) - set(known))
+        return f"{key}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
     return f"{key}: {error.message}"
 
 
@@ -151,7 +155,7 @@ def reference() -> str:
              "(`data`, `training.runs`, `evaluate.external`, `analysis.defects`, `dub`) is",
              "documented in `workflow/schemas/config.schema.yaml`.", ""]
     for path, table in section_tables().items():
-        lines += [f"## `{path}`", "", "| key | default | |", "|---|---|---|"]
+        lines += [f"## `{path}`", "", "| key | default | allowed | |", "|---|---|---|---|"]
         lines += _rows(table, "")
         lines.append("")
     return "\n".join(lines)
@@ -164,8 +168,24 @@ def _rows(table: Table, prefix: str) -> list[str]:
             rows += _rows(entry, f"{prefix}{name}.")
         else:
             doc = entry.doc.replace("|", "\\|").replace("\n", " ")
-            rows.append(f"| `{prefix}{name}` | `{entry.default!r}` | {doc} |")
+            rows.append(f"| `{prefix}{name}` | `{entry.default!r}` | {_allowed(entry)} | {doc} |")
     return rows
+
+
+def _allowed(option: option_tables.Option) -> str:
+    """What values an option takes, in a few words (`integer >= 1`, `'raw', 'compact'`)."""
+    if option.one_of:
+        words = ", ".join(f"`{value!r}`" for value in option.one_of)
+    else:
+        kind = option.items if option.kind is list else option.kind
+        words = {int: "integer", float: "number", bool: "true/false", str: "string"}[kind]
+        bounds = (("≥", option.minimum), (">", option.above), ("≤", option.maximum),
+                  ("<", option.below))
+        words += "".join(f" {sign} {value:g}" for sign, value in bounds if value is not None)
+        if option.kind is list:
+            words = f"list of {option.length or ''} {words}".replace("  ", " ")
+    words += "".join(f", `{value!r}`" for value in option.choices)
+    return words + (", null" if option.nullable else "")
 
 
 if __name__ == "__main__":

@@ -277,3 +277,8 @@ def test_a_new_model_and_metric_are_one_module_and_one_registry_line_each(tmp_pa
     result = _plan(copy_root / "workflow" / "Snakefile", config, work, env)
     assert result.returncode != 0
     assert "evaluate.brightness.scale: 0: must be greater than 0" in result.stdout + result.stderr
+
+
+def test_the_config_reference_is_generated_from_the_tables():
+    # Regenerate with: python -m lipsync.config_schema > docs/config.md
+    assert (REPO / "docs" / "config.md").read_text() == config_schema.reference() + "\n"
