@@ -44,7 +44,9 @@ def section_tables() -> dict[str, Table]:
               "evaluate": score.OPTIONS, "evaluate.bootstrap": bootstrap.OPTIONS,
               "analysis.agreement": agreement.OPTIONS, "report": figures.OPTIONS}
     tables |= {f"training.models.{name}": models.option_table(name) for name in models.MODELS}
-    tables |= {f"evaluate.{name}": metric.option_table for name, metric in registry.load().items()}
+    # Sorted: the registry's order is the order its modules happened to be imported in.
+    tables |= {f"evaluate.{name}": metric.option_table
+               for name, metric in sorted(registry.load().items())}
     return tables
 
 
