@@ -185,8 +185,10 @@ def test_a_registered_toy_metric_is_scored_with_no_other_change(scored, tmp_path
 def test_unknown_metric_or_option_is_refused_naming_it():
     with pytest.raises(LipsyncError, match="unknown metric 'nope'"):
         registry.configured({"metrics": ["nope"]})
-    with pytest.raises(LipsyncError, match="evaluate.ssim has no option"):
+    with pytest.raises(LipsyncError, match=r"evaluate\.ssim: unknown option\(s\) windw"):
         registry.options("ssim", {"ssim": {"windw": 7}})
+    with pytest.raises(LipsyncError, match=r"evaluate\.ssim\.data_range: 0: must be greater"):
+        registry.options("ssim", {"ssim": {"data_range": 0}})
 
 
 def test_compact_layout_png_faces_read_the_same_as_raw(tmp_path):
