@@ -332,7 +332,11 @@ class LSE(_LSE):
 # --- syncnet_python's public weights ----------------------------------------------------------
 
 
-def mfcc(signal: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+# syncnet_python's front end is fixed at 16 kHz, whatever audio.sample_rate this pipeline uses.
+PUBLIC_SAMPLE_RATE = 16000
+
+
+def mfcc(signal: np.ndarray, sample_rate: int = PUBLIC_SAMPLE_RATE) -> np.ndarray:
     """13 MFCCs at 100 steps/s (M x 13), python_speech_features.mfcc's defaults as syncnet_python
     calls it: 25 ms rectangular frames every 10 ms, pre-emphasis 0.97, 512-point power spectrum,
     26 mel filters 0..sr/2, log, DCT-II (orthonormal), lifter 22, c0 replaced by log energy."""
@@ -441,7 +445,8 @@ class PublicLSE(_LSE):
         if clip["clip"] not in entries:
             raise InputError(manifest, f"clip {clip['speaker']}/{clip['clip']} not listed "
                                        "(evaluate.lse_public.manifests)")
-        wav, _ = clip_audio(entries[clip["clip"]], options["audio_source"], 16000)
+        wav, _ = clip_audio(entries[clip["clip"]], options["audio_source"],
+                            PUBLIC_SAMPLE_RATE)
         features = mfcc(wav * 32768.0).T.astype(np.float32)  # 13 x M
         last = (features.shape[1] - 20) // 4
         windows = torch.from_numpy(np.stack([features[:, 4 * a:4 * a + 20]
