@@ -29,14 +29,14 @@ def section_tables() -> dict[str, Table]:
     # Imported here, not at the top: each module is heavy and only planning needs all of them.
     from lipsync import train_options
     from lipsync.analysis import agreement
-    from lipsync.data import audio, faces, pack, samples, splits
+    from lipsync.data import audio, corpus, faces, pack, samples, splits
     from lipsync.metrics import bootstrap, registry, score
     from lipsync.models import registry as models
     from lipsync.models import syncnet
     from lipsync.report import figures
     from lipsync.sync import train as sync_train
 
-    tables = {"video": faces.VIDEO_OPTIONS, "faces": faces.FACES_OPTIONS,
+    tables = {"data": corpus.OPTIONS, "video": faces.VIDEO_OPTIONS, "faces": faces.FACES_OPTIONS,
               "audio": audio.AUDIO_OPTIONS, "samples": samples.OPTIONS,
               "splits": splits.OPTIONS, "dataset": pack.DATASET_OPTIONS,
               "training.options": train_options.OPTIONS,
@@ -154,7 +154,7 @@ def reference() -> str:
     section by section (docs/config.md is this text; a test keeps it current)."""
     lines = ["# Config reference", "",
              "Generated from the Option tables by `python -m lipsync.config_schema`; the structure",
-             "(`data`, `training.runs`, `evaluate.external`, `analysis.defects`, `dub`) is",
+             "(`training.runs`, `evaluate.external`, `analysis.defects`, `dub`) is",
              "documented in `workflow/schemas/config.schema.yaml`.", ""]
     for path, table in section_tables().items():
         lines += [f"## `{path}`", "", "| key | default | allowed | |", "|---|---|---|---|"]

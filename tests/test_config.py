@@ -127,7 +127,8 @@ def test_model_and_loop_option_names_do_not_overlap():
     ({"training": {"runs": {"x": {"model": "lipgan2", "train_set": "small"}}}},
      "training.runs.x.model: 'lipgan2' is not one of ['lipgan', 'l1wgan_gp', 'wgan_gp']"),
     ({"training": {"models": {"lipgan2": {}}}}, "training.models: unknown key(s) lipgan2; known: l1wgan_gp, lipgan, wgan_gp"),
-    ({"data": {"speakers": ["1"]}}, "data.speakers.0: '1' does not match"),
+    ({"data": {"speakers": ["1"]}}, "data.speakers: ['1']: item '1': must match s[0-9]+"),
+    ({"data": {"grid": {"retries": -1}}}, "data.grid.retries: -1: must be at least 0"),
     ({"colour": {}}, "config: unknown key(s) colour; known: analysis, audio, data"),
 ])
 def test_the_schema_refuses_a_bad_value_naming_its_config_path(config, message):
