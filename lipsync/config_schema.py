@@ -60,9 +60,8 @@ def json_schema() -> dict:
     for path, table in section_tables().items():
         keys = path.split(".")
         parent = _node(schema, keys[:-1])
-        doc = metrics[keys[-1]].description if keys[:-1] == ["evaluate"] and \
-            keys[-1] in metrics else None
-        generated = option_tables.json_schema(table, doc)
+        metric = metrics.get(keys[-1]) if keys[:-1] == ["evaluate"] else None
+        generated = option_tables.json_schema(table, metric.description if metric else None)
         existing = parent.setdefault("properties", {}).get(keys[-1], {})
         # The structure may add keys a table does not hold (evaluate.external): keep them.
         generated["properties"] = {**existing.get("properties", {}), **generated["properties"]}
