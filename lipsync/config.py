@@ -1,6 +1,7 @@
 """Checks of the whole workflow config that its JSON schema cannot express, run before the DAG is
-planned: every training and model option against its table, run overrides routed to the model
-or the loop, each model's fixed input shape against the data settings. Torch-free (fast to plan).
+planned, after lipsync.config_schema.validate has filled in every default: run overrides routed to
+the model or the loop and checked against their tables, each model's fixed input shape against the
+data settings, relations between audio settings. Torch-free.
 """
 
 from __future__ import annotations

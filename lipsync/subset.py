@@ -18,18 +18,22 @@ import pandas as pd
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import write_json, write_tsv
 from lipsync.logs import get_logger
+from lipsync.options import Option, defaults
 
 log = get_logger(__name__)
 
-DEFAULTS = {
-    # 20 + 4 real clips: 1,360 training and 272 test samples, 28.7 MB in the compact layout
-    # (measured on ../shared/grid-s1), under MAX_BYTES with room to spare.
-    "train_clips": 20,
-    "test_clips": 4,
-    "seed": 0,
-    # PNG per crop: a third of the raw layout's bytes (benchmarks/loader.py).
-    "layout": "compact",
+# Options of `lipsync pack-subset` (not a workflow section). 20 + 4 real clips: 1,360 training
+# and 272 test samples, 28.7 MB in the compact layout (measured on ../shared/grid-s1), under
+# MAX_BYTES with room to spare.
+OPTIONS = {
+    "train_clips": Option(20, int, "Training clips of the speaker.", minimum=1),
+    "test_clips": Option(4, int, "Test clips of the speaker, disjoint from the training ones.",
+                         minimum=1),
+    "seed": Option(0, int, "Seeds which clips are drawn."),
+    "layout": Option("compact", str, "Dataset layout: compact (a PNG per crop) is a third of the "
+                     "raw layout's bytes (benchmarks/loader.py).", one_of=("raw", "compact")),
 }
+DEFAULTS = defaults(OPTIONS)
 # What a device machine's 64 MiB working tree can spare for data beside the code.
 MAX_BYTES = 40_000_000
 FILES = ("train.h5", "test.h5")

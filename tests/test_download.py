@@ -237,15 +237,10 @@ def test_a_server_that_ignores_if_range_is_caught_by_its_new_etag(server, tmp_pa
 
 def test_the_default_weights_ship_with_their_published_sha256():
     """The sha256 defaults start with the hash prefix in the file names (torch.hub convention)."""
-    import yaml
-
+    from lipsync.data.faces import FACES_DEFAULTS
     from lipsync.metrics import fid
 
-    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
-    faces = schema["properties"]["faces"]["properties"]
-    inception = schema["properties"]["evaluate"]["properties"]["fid"]["properties"]
-    for url, sha256 in ((faces["s3fd_url"]["default"], faces["s3fd_sha256"]["default"]),
-                        (inception["url"]["default"], inception["sha256"]["default"])):
+    for url, sha256 in ((FACES_DEFAULTS["s3fd_url"], FACES_DEFAULTS["s3fd_sha256"]),
+                        (fid.DEFAULTS["url"], fid.DEFAULTS["sha256"])):
         prefix = re.search(r"-([0-9a-f]{8,})\.pth$", url).group(1)
         assert re.fullmatch(r"[0-9a-f]{64}", sha256) and sha256.startswith(prefix)
-    assert fid.DEFAULTS["sha256"] == inception["sha256"]["default"]

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from helpers import face_frames, write_mpg
 
 from lipsync.data import decode, detectors, faces
 from lipsync.data.manifest import ClipEntry, write_manifest
 from lipsync.errors import LipsyncError
 
-REPO = Path(__file__).resolve().parents[1]
 LIMITS = faces._tracking(faces.FACES_DEFAULTS["tracking"])
 FACE = [100.0, 50.0, 200.0, 170.0]  # 100 x 120 px
 # A false box like fault 10's: 186 px across, beside the face, larger than it.
@@ -91,18 +88,6 @@ def test_running_median_replaces_a_one_frame_outlier():
     # The moving average alone spreads it over the window instead.
     assert not np.allclose(faces.smooth_boxes(boxes, 5)[1:6], FACE)
     np.testing.assert_array_equal(faces.median_boxes(boxes, 1), boxes)
-
-
-def test_faces_defaults_are_the_schema_defaults():
-    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
-
-    def defaults(node: dict):
-        if node.get("type") == "object" and "properties" in node:
-            return {key: defaults(child) for key, child in node["properties"].items()}
-        return node.get("default")
-
-    from_schema = defaults(schema["properties"]["faces"])
-    assert {key: from_schema[key] for key in faces.FACES_DEFAULTS} == faces.FACES_DEFAULTS
 
 
 class InjectedDetector:

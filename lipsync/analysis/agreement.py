@@ -24,11 +24,19 @@ from scipy import stats  # noqa: E402
 from lipsync.io import write_text  # noqa: E402
 from lipsync.logs import get_logger  # noqa: E402
 from lipsync.metrics.testset import GeneratedSet, TestSet  # noqa: E402
+from lipsync.options import Option, defaults  # noqa: E402
 from lipsync.report import figures, tables  # noqa: E402
 
 log = get_logger(__name__)
 
-DEFAULTS = {"resamples": 1000, "seed": 0, "strip_frames": 6}
+# Config section `analysis.agreement`.
+OPTIONS = {
+    "resamples": Option(1000, int, "Bootstrap resamples of the systems for Kendall's tau "
+                        "intervals.", minimum=0),
+    "seed": Option(0, int, "Seeds the resampling."),
+    "strip_frames": Option(6, int, "Frames shown where two metrics disagree most.", minimum=1),
+}
+DEFAULTS = defaults(OPTIONS)
 
 
 def _directions(summaries: list[dict]) -> dict[str, bool]:

@@ -15,28 +15,35 @@ from lipsync.data.manifest import ClipEntry, read_shard, shard_attributes
 from lipsync.errors import InputError
 from lipsync.io import atomic_path
 from lipsync.logs import get_logger
+from lipsync.options import Option, defaults
 from lipsync.progress import progress
 
 log = get_logger(__name__)
 
-# Schema defaults (workflow/schemas/config.schema.yaml, section `audio`).
-AUDIO_DEFAULTS = {
-    "sample_rate": 16000,
-    "n_fft": 800,
-    "hop_length": 200,
-    "win_length": 800,
-    "n_mels": 80,
-    "fmin": 55,
-    "fmax": 7600,
-    "preemphasis": 0.97,
-    "ref_level_db": 20,
-    "min_level_db": -100,
-    "max_abs_value": 4.0,
-    # Audio may end this many mel steps before the video (one mel window: 0.3375 s at 16 kHz,
-    # hop 200) and is padded with silence; a larger gap excludes the clip. GRID's tracks end
-    # about 22 ms early; a clip missing more would train on silent windows.
-    "max_missing_mel_steps": 27,
+# Config section `audio`: LipGAN / Wav2Lip mel features (their hparams.py), the one place these
+# numbers are stated; the mel dataset, the sync expert and the LSE metrics import them.
+AUDIO_OPTIONS = {
+    "sample_rate": Option(16000, int, "Waveform rate the mels are computed at (Hz).", minimum=1),
+    "n_fft": Option(800, int, "STFT size (50 ms at 16 kHz).", minimum=1),
+    "hop_length": Option(200, int, "STFT hop: 80 mel steps per second at 16 kHz.", minimum=1),
+    "win_length": Option(800, int, "STFT window; at most n_fft.", minimum=1),
+    "n_mels": Option(80, int, "Mel bands (the models take 80).", minimum=1),
+    "fmin": Option(55, float, "Lowest mel frequency (Hz).", minimum=0),
+    "fmax": Option(7600, float, "Highest mel frequency (Hz): above fmin, at most sample_rate / 2.",
+                   above=0),
+    "preemphasis": Option(0.97, float, "Pre-emphasis filter coefficient.", minimum=0, below=1),
+    "ref_level_db": Option(20, float, "Subtracted from the log-mel (dB)."),
+    "min_level_db": Option(-100, float, "Floor of the dB range mapped onto [-max_abs_value, "
+                           "max_abs_value].", below=0),
+    "max_abs_value": Option(4.0, float, "The mels lie in [-max_abs_value, max_abs_value].",
+                            above=0),
+    "max_missing_mel_steps": Option(
+        27, float, "A clip whose audio ends more than this many mel steps before its video is "
+        "excluded with the reason; shorter gaps are padded with silence. The default, one mel "
+        "window (0.3375 s at 16 kHz, hop 200), passes GRID's tracks, which end about 22 ms early; "
+        "a clip missing more would train on silent windows.", minimum=0),
 }
+AUDIO_DEFAULTS = defaults(AUDIO_OPTIONS)
 SOURCES = ("track", "wav50k")
 STATUS_COLUMNS = ["speaker", "clip", "status", "reason", "audio_seconds", "mel_frames"]
 

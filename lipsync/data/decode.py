@@ -110,7 +110,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 
 
 def read_clip(video_path: str | os.PathLike, *, audio_path: str | os.PathLike | None = None,
-              sample_rate: int = 16000) -> Clip:
+              sample_rate: int) -> Clip:
     """Frames and fps of `video_path`, audio from `audio_path` or else from the video's own track."""
     frames, fps = read_video(video_path)
     audio = read_audio(audio_path if audio_path is not None else video_path, sample_rate)

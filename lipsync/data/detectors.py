@@ -20,19 +20,30 @@ import cv2
 import numpy as np
 
 from lipsync.errors import LipsyncError
+from lipsync.options import Option, defaults
 
 Box = np.ndarray  # float64 (4,): x0, y0, x1, y1
 Candidates = np.ndarray  # float64 (K, 5): x0, y0, x1, y1, score
 
 NO_CANDIDATES = np.zeros((0, 5))
 
-# Each backend's options (config keys faces.opencv.*, faces.dlib.*); faces.FACES_DEFAULTS and the
-# schema take them from here.
-BACKEND_DEFAULTS = {
-    "opencv": {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 60},
-    # LipGAN's preprocess.py calls detector(gray, 1); adjust_threshold 0 is dlib's own default.
-    "dlib": {"upsample": 1, "adjust_threshold": 0.0},
+# Each backend's options (config keys faces.opencv.*, faces.dlib.*); faces.FACES_OPTIONS nests
+# them.
+BACKEND_OPTIONS = {
+    "opencv": {
+        "scale_factor": Option(1.1, float, "Haar cascade image-pyramid step.", above=1),
+        "min_neighbors": Option(5, int, "Overlapping detections a face needs.", minimum=0),
+        "min_size": Option(60, int, "Smallest face searched (px).", minimum=1),
+    },
+    "dlib": {
+        "upsample": Option(1, int, "Times the frame is upsampled before detection (LipGAN's "
+                           "preprocess.py: detector(gray, 1); 0 is 4x faster and finds faces "
+                           "from about 80 px).", minimum=0),
+        "adjust_threshold": Option(0.0, float, "Added to the SVM's detection threshold (negative "
+                                   "finds more faces); 0 is dlib's own default."),
+    },
 }
+BACKEND_DEFAULTS = defaults(BACKEND_OPTIONS)
 
 
 class Detector(Protocol):

@@ -23,6 +23,7 @@ from lipsync.data.manifest import ClipEntry, read_shard, shard_attributes
 from lipsync.errors import InputError
 from lipsync.io import atomic_path, write_tsv
 from lipsync.logs import get_logger
+from lipsync.options import Option, defaults
 from lipsync.progress import progress
 
 log = get_logger(__name__)
@@ -30,27 +31,54 @@ log = get_logger(__name__)
 COVERAGE_COLUMNS = ["speaker", "clip", "frames", "detected", "coverage", "status", "reason",
                     "rejected"]
 
-# Schema defaults (workflow/schemas/config.schema.yaml), so a partial dict works in tests and REPLs.
-FACES_DEFAULTS = {
-    "detector": "opencv",
-    "s3fd_weights": "results/weights/s3fd.pth",
-    "padding": {"top": 0.0, "bottom": 0.0, "left": 0.0, "right": 0.0},
-    # On the 320 real s1 clips (OpenCV), the face box's centre moves at most 0.042 of its size and
-    # its size changes at most 0.062 from one frame to the next (0.11 and 0.086 over 10 frames).
-    # dlib's boxes come in pyramid steps of 1.2: on 40 s1 clips they flip between 108 and 130 px
-    # (size change 0.198, centre shift up to 0.129). Fault 10's false box was 186 px on a ~130 px
-    # face (0.43). These limits reject nothing on those clips with either backend.
-    "tracking": {"max_centre_shift": 0.25, "max_size_change": 0.3},
-    # Replaces a box that is off, within the track's limits, on 1 or 2 frames; on s1 it moves the
-    # crop boxes by IoU 0.995 on average against the moving average alone.
-    "median_frames": 5,
-    "smoothing_frames": 5,
-    "detect_every": 1,
-    "min_coverage": 0.9,
-    "image_size": 96,
-    **detectors.BACKEND_DEFAULTS,
+_PADDING_DOC = "Margin added around the detected box, as a fraction of its {}."
+# Tracking limits: on the 320 real s1 clips (OpenCV), the face box's centre moves at most 0.042 of
+# its size and its size changes at most 0.062 from one frame to the next (0.11 and 0.086 over 10
+# frames). dlib's boxes come in pyramid steps of 1.2: on 40 s1 clips they flip between 108 and
+# 130 px (size change 0.198, centre shift up to 0.129). Fault 10's false box was 186 px on a
+# ~130 px face (0.43). These limits reject nothing on those clips with either backend.
+_TRACKING_DOC = ("A candidate box whose {} by more than this fraction of the last kept box's size "
+                 "is rejected; a frame left without a box is filled like a missed detection "
+                 "(rejections are counted in the coverage TSV).")
+
+# Config section `faces`: the one declaration of its defaults, types and ranges.
+FACES_OPTIONS = {
+    "detector": Option("opencv", str, "opencv (Haar cascade), dlib (HOG, LipGAN's) or s3fd "
+                       "(needs weights).", one_of=("opencv", "dlib", "s3fd")),
+    "s3fd_weights": Option("results/weights/s3fd.pth", str, "S3FD weights file (detector s3fd)."),
+    "s3fd_url": Option("https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
+                       str, "Where rule download_s3fd fetches the S3FD weights."),
+    "s3fd_sha256": Option("619a31681264d3f7f7fc7a16a42cbbe8b23f31a256f75a366e5a1bcd59b33543",
+                          str, "sha256 the downloaded S3FD weights must have (null: not "
+                          "checked); the default is that of s3fd-619a316812.pth.",
+                          nullable=True),
+    "padding": {side: Option(0.0, float, _PADDING_DOC.format(
+        "height" if side in ("top", "bottom") else "width")) for side in
+        ("top", "bottom", "left", "right")},
+    "tracking": {
+        "max_centre_shift": Option(0.25, float, _TRACKING_DOC.format("centre moves"), above=0),
+        "max_size_change": Option(0.3, float, _TRACKING_DOC.format("size changes"), above=0),
+    },
+    "median_frames": Option(5, int, "Running-median window over box coordinates, applied before "
+                            "the moving average (1 = off): replaces a box that is off on 1 or 2 "
+                            "frames; on s1 it moves the crop boxes by IoU 0.995 on average.",
+                            minimum=1),
+    "smoothing_frames": Option(5, int, "Moving-average window over box coordinates.", minimum=1),
+    "detect_every": Option(1, int, "Detect on every k-th frame and interpolate boxes between.",
+                           minimum=1),
+    "min_coverage": Option(0.9, float, "A clip with a smaller fraction of frames with a face is "
+                           "excluded.", minimum=0, maximum=1),
+    "image_size": Option(96, int, "Side of the square face crops (px).", minimum=16),
+    **detectors.BACKEND_OPTIONS,
 }
-VIDEO_DEFAULTS = {"fps": 25, "frames_per_clip": 75}
+FACES_DEFAULTS = defaults(FACES_OPTIONS)
+# Config section `video`: GRID's frame rate and length, stated once (mel steps per frame follow).
+VIDEO_OPTIONS = {
+    "fps": Option(25, float, "Video frame rate; a decoded rate that differs is an error.",
+                  above=0),
+    "frames_per_clip": Option(75, int, "Frames of a full clip (GRID: 3 s at 25 fps).", minimum=1),
+}
+VIDEO_DEFAULTS = defaults(VIDEO_OPTIONS)
 # A decoded rate within this of video.fps counts as equal (MPEG stores 25 as 25/1 exactly).
 FPS_TOLERANCE = 1e-3
 

@@ -15,10 +15,19 @@ from lipsync.data import manifest as manifest_io
 from lipsync.errors import InputError
 from lipsync.io import atomic_path, sha256_file, write_json
 from lipsync.logs import get_logger
+from lipsync.options import Option
 
 log = get_logger(__name__)
 
 DEFAULT_BASE_URL = "https://spandh.dcs.shef.ac.uk/gridcorpus"
+# Config section `data.grid`.
+OPTIONS = {
+    "base_url": Option(DEFAULT_BASE_URL, str, "The official GRID host."),
+    "mirror_url": Option(None, str, "Base URL of a mirror in the Zenodo layout (s1.zip, "
+                         "alignments.zip); used instead of base_url.", nullable=True),
+    "retries": Option(5, int, "Attempts after a failed transfer.", minimum=0),
+    "timeout_seconds": Option(120, float, "Network timeout of one transfer (s).", above=0),
+}
 RECORD_NAME = "downloads.json"
 ARCHIVE_FOLDER = "downloads"
 

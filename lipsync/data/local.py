@@ -13,12 +13,19 @@ from lipsync.data import manifest as manifest_io
 from lipsync.data.manifest import ClipEntry
 from lipsync.errors import InputError, LipsyncError
 from lipsync.logs import get_logger
+from lipsync.options import Option
 
 log = get_logger(__name__)
 
 # GRID speaker 21 was recorded without video; the corpus ships audio only.
 NO_VIDEO_SPEAKERS = frozenset({"s21"})
 AUDIO_CHOICES = ("track", "wav50k")
+# Config section `data.local`.
+OPTIONS = {
+    "root": Option(None, str, "Folder holding GRID, in the official layout "
+                   "(s1/video/mpg_vcd/..., s1/align/...) or the mirror's (s1/<clip>.mpg, "
+                   "alignments/s1/<clip>.align).", nullable=True),
+}
 
 # Folders (relative to the corpus root, {speaker} filled in) searched recursively for each kind of
 # file, in order. Several patterns because users unpack the archives in different ways.

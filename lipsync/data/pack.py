@@ -19,23 +19,31 @@ import simplejpeg
 
 from lipsync.data import integrity
 from lipsync.data import samples as sample_rules
+from lipsync.data.audio import AUDIO_DEFAULTS
+from lipsync.data.faces import VIDEO_DEFAULTS
 from lipsync.data.splits import read_split, shard_clips
 from lipsync.errors import InputError
 from lipsync.io import atomic_path
 from lipsync.logs import get_logger
+from lipsync.options import Option, defaults, resolve
 from lipsync.progress import progress
 from lipsync.provenance import describe
 
 log = get_logger(__name__)
 
 LAYOUTS = ("raw", "compact", "jpeg")
-DATASET_DEFAULTS = {
-    "layout": "raw",  # raw (memory-mapped uint8), compact (PNG per crop), jpeg (JPEG per crop)
-    "chunk_crops": 64,
-    # layout jpeg: JPEG quality of the training crops, chosen from benchmarks/loader.py's
-    # quality vs size vs SSIM-to-raw table on real s1 crops (docs/storage.md)
-    "jpeg_quality": 90,
+# Config section `dataset`.
+DATASET_OPTIONS = {
+    "layout": Option("raw", str, "raw: uint8 crops, fastest to read; compact: a lossless PNG per "
+                     "crop, smaller on disk; jpeg: a JPEG per crop, as small as LipGAN's JPG "
+                     "folders (training splits only: the test split is always packed raw).",
+                     one_of=LAYOUTS),
+    "chunk_crops": Option(64, int, "Crops per HDF5 chunk.", minimum=1),
+    "jpeg_quality": Option(90, int, "JPEG quality of the training crops (layout jpeg), chosen from "
+                           "benchmarks/loader.py's quality vs size vs SSIM-to-raw table on real "
+                           "s1 crops (docs/scale.md).", minimum=1, maximum=100),
 }
+DATASET_DEFAULTS = defaults(DATASET_OPTIONS)
 # The metrics' ground truth must be exact: a test split asked for jpeg is packed raw.
 LOSSLESS_SPLITS = ("test",)
 # compact layout: each crop a lossless PNG (chosen by measurement, see benchmarks/loader.py:
@@ -127,12 +135,7 @@ def _clip_samples(handles, faces_path, mels_path, clip, *, samples_options,
 
 def dataset_settings(split: str, options: dict) -> dict:
     """The dataset options with defaults, checked; `layout` is what this split is packed as."""
-    merged = {**DATASET_DEFAULTS, **options.get("dataset", {})}
-    if merged["layout"] not in LAYOUTS:
-        raise ValueError(f"dataset.layout must be one of {LAYOUTS}, not {merged['layout']!r}")
-    quality = merged["jpeg_quality"]
-    if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
-        raise ValueError(f"dataset.jpeg_quality must be an integer 1-100, not {quality!r}")
+    merged = resolve(DATASET_OPTIONS, options.get("dataset"), "dataset")
     if merged["layout"] == "jpeg" and split in LOSSLESS_SPLITS:
         log.info("split %s packed raw, not jpeg: the metrics' ground truth stays lossless", split)
         merged["layout"] = "raw"
@@ -305,8 +308,9 @@ def pack_split(split: str, clips_tsv: str | os.PathLike, faces_paths: list[str |
     """Pack the clips listed in `clips_tsv` into `output`; returns the counts stored as attrs."""
     samples_options = {**sample_rules.DEFAULTS, **options.get("samples", {})}
     dataset_options = dataset_settings(split, options)
-    audio_options = {"sample_rate": 16000, "hop_length": 200, **options.get("audio", {})}
-    video_options = {"fps": 25, **options.get("video", {})}
+    audio_options = {key: AUDIO_DEFAULTS[key] for key in ("sample_rate", "hop_length")}
+    audio_options |= options.get("audio", {})
+    video_options = {"fps": VIDEO_DEFAULTS["fps"], **options.get("video", {})}
     seed = int(options.get("seed", 0))
     steps_per_frame = sample_rules.mel_steps_per_frame(
         audio_options["sample_rate"], audio_options["hop_length"], video_options["fps"])

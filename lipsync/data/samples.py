@@ -10,8 +10,22 @@ from fractions import Fraction
 
 import numpy as np
 
-DEFAULTS = {"edge_frames": 4, "mel_window": 27, "mel_alignment": "centered",
-            "min_reference_distance": 6}
+from lipsync.options import Option, defaults
+
+# Config section `samples`.
+OPTIONS = {
+    "edge_frames": Option(4, int, "Frames skipped at each end of a clip (LipGAN keeps frames "
+                          "4..71 of 75).", minimum=0),
+    "mel_window": Option(27, int, "Mel steps per sample (the models take 27).", minimum=1),
+    "mel_alignment": Option(
+        "centered", str, "centered: the mel window is centred on the pictured frame, as at "
+        "inference, and every kept crop of a full clip has one (68 per 75-frame clip). lipgan: "
+        "LipGAN's training rule, a window ending near the frame, whose first samples fall "
+        "outside the clip and are dropped (64 per clip).", one_of=("centered", "lipgan")),
+    "min_reference_distance": Option(6, int, "Frames at least between a sample and the reference "
+                                     "crop drawn from the same clip.", minimum=0),
+}
+DEFAULTS = defaults(OPTIONS)
 
 
 def mel_steps_per_frame(sample_rate: int, hop_length: int, fps: float) -> Fraction:
@@ -20,6 +34,17 @@ def mel_steps_per_frame(sample_rate: int, hop_length: int, fps: float) -> Fracti
     Exact arithmetic keeps `int(3.2 * k)` from landing on 15.999... for some k.
     """
     return Fraction(int(sample_rate), int(hop_length)) / Fraction(fps).limit_denominator(1000)
+
+
+def config_steps_per_frame(config: dict) -> Fraction:
+    """Mel steps per video frame of a config holding `audio` and `video` sections (a packed
+    split's stored settings); a missing key takes the default its Option table declares."""
+    from lipsync.data.audio import AUDIO_DEFAULTS  # here: the rules above stay numpy-only
+    from lipsync.data.faces import VIDEO_DEFAULTS
+
+    audio = {**AUDIO_DEFAULTS, **config.get("audio", {})}
+    video = {**VIDEO_DEFAULTS, **config.get("video", {})}
+    return mel_steps_per_frame(audio["sample_rate"], audio["hop_length"], video["fps"])
 
 
 def kept_frames(frames: np.ndarray, n_frames: int, edge_frames: int) -> np.ndarray:

@@ -16,10 +16,18 @@ import pandas as pd
 from lipsync.errors import InputError
 from lipsync.io import write_tsv
 from lipsync.logs import get_logger
+from lipsync.options import Option, defaults
 
 log = get_logger(__name__)
 
-DEFAULTS = {"seed": 0, "test": 20, "small": 300, "full": 980}
+# Config section `splits`: clips per speaker of each split (the paper's GRIDTest/Small/Full).
+OPTIONS = {
+    "seed": Option(0, int, "Seeds the draw of each speaker's clips into the splits."),
+    "test": Option(20, int, "GRIDTest clips per speaker.", minimum=0),
+    "small": Option(300, int, "GRIDSmall clips per speaker.", minimum=0),
+    "full": Option(980, int, "GRIDFull clips per speaker.", minimum=0),
+}
+DEFAULTS = defaults(OPTIONS)
 COVERAGE_COLUMNS = ["speaker", "clip", "frames", "detected", "coverage", "status", "reason"]
 SPLITS = ("small", "full", "test")
 

@@ -25,6 +25,7 @@ from lipsync.data import manifest as manifest_io
 from lipsync.errors import LipsyncError
 from lipsync.io import atomic_path, write_text
 from lipsync.logs import get_logger
+from lipsync.options import Option
 
 log = get_logger(__name__)
 
@@ -44,6 +45,12 @@ def _astronaut() -> np.ndarray:
 
 # name -> loader of an RGB photograph with one frontal face (the config's data.synthetic.faces).
 FACE_SOURCES: dict[str, Callable[[], np.ndarray]] = {"astronaut": _astronaut}
+# Config section `data.synthetic`.
+OPTIONS = {
+    "seed": Option(0, int, "Seeds every speaker's look, voice and sentences."),
+    "faces": Option(["astronaut"], list, "Face photographs to animate, by name (FACE_SOURCES).",
+                    items=str),
+}
 
 # The GRID sentence grammar: command colour preposition letter digit adverb.
 COMMANDS = ("bin", "lay", "place", "set")

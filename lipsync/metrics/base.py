@@ -102,6 +102,8 @@ class Metric:
     name: ClassVar[str] = ""
     level: ClassVar[str] = "frame"
     columns: ClassVar[tuple[Column, ...]] = ()
+    # The Option table of its config section evaluate.<name>, and the defaults it declares.
+    option_table: ClassVar[dict] = {}
     defaults: ClassVar[dict] = {}
     description: ClassVar[str] = ""
     # Another metric whose reference data this one reads (KID reads FID's Inception features).

@@ -11,15 +11,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-DEFAULTS = {
-    "confidence": 0.95,
-    # Resamples for means of frame and clip values: cheap (sums per clip), so many.
-    "resamples": 1000,
-    # Resamples for set metrics: each recomputes the metric (FID: a 2048-d covariance and a
-    # matrix square root, seconds at GRIDTest size), so few; the interval is coarser.
-    "set_resamples": 20,
-    "seed": 0,
+from lipsync.options import Option, defaults
+
+# Config section `evaluate.bootstrap`: confidence intervals by resampling test clips.
+OPTIONS = {
+    "confidence": Option(0.95, float, "Coverage of the intervals.", above=0, below=1),
+    "resamples": Option(1000, int, "Resamples for means of frame and clip values: cheap (sums per "
+                        "clip), so many.", minimum=0),
+    "set_resamples": Option(20, int, "Resamples for set metrics (FID, KID): each recomputes the "
+                            "metric (FID: a 2048-d covariance and a matrix square root, seconds "
+                            "at GRIDTest size), so few; the interval is coarser.", minimum=0),
+    "seed": Option(0, int, "Seeds the resampling."),
 }
+DEFAULTS = defaults(OPTIONS)
 
 
 def settings(options: dict | None) -> dict:

@@ -26,23 +26,31 @@ from lipsync.logs import get_logger
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.registry import register_metric
 from lipsync.metrics.testset import TestSet, batches
+from lipsync.options import Option, defaults
 from lipsync.progress import progress
 
 log = get_logger(__name__)
 
 RANDOM_WEIGHTS_LABEL = "random Inception weights: not comparable to published FIDs"
 RANDOM_WEIGHTS_SEED = 0
-DEFAULTS = {
-    "weights": "results/weights/pt_inception-2015-12-05-6726825d.pth",
-    "url": "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-           "pt_inception-2015-12-05-6726825d.pth",
+OPTIONS = {
+    "weights": Option("results/weights/pt_inception-2015-12-05-6726825d.pth", str,
+                      "pytorch-fid's Inception weights on disk (rule download_inception fetches "
+                      "them)."),
+    "url": Option("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                  "pt_inception-2015-12-05-6726825d.pth", str, "Where the weights are fetched."),
     # published sha256 of pt_inception-2015-12-05-6726825d.pth (95,628,359 bytes; its name
-    # carries the prefix, torch.hub's convention); null checks nothing
-    "sha256": "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
-    "random_weights": False,
-    "batch_size": 50,
-    "dims": 2048,
+    # carries the prefix, torch.hub's convention)
+    "sha256": Option("6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", str,
+                     "sha256 the Inception weights must have (null: not checked); the default "
+                     "is that of pt_inception-2015-12-05-6726825d.pth.", nullable=True),
+    "random_weights": Option(False, bool, "A randomly initialised Inception (offline plumbing "
+                             "only; scores are not comparable to published FIDs)."),
+    "batch_size": Option(50, int, "Images per Inception forward pass (memory only).", minimum=1),
+    "dims": Option(2048, int, "Inception feature size (pytorch-fid's blocks: 64, 192, 768 or "
+                   "2048; published FIDs use 2048).", one_of=(64, 192, 768, 2048)),
 }
+DEFAULTS = defaults(OPTIONS)
 REAL_SET = "ground truth of each test sample (faces[samples/crop[k]]), k = 0..N-1"
 
 
@@ -234,7 +242,7 @@ def inception_features(batch: Batch, context: Context, options: dict) -> np.ndar
                                               s["batch_size"]))
 
 
-@register_metric("fid", level="set", defaults=DEFAULTS,
+@register_metric("fid", level="set", options=OPTIONS,
                  description="Fréchet Inception Distance, generated vs ground-truth test faces",
                  columns=(Column("fid", "Fréchet Inception Distance (pytorch-fid)",
                                  higher_is_better=False, decimals=2),))

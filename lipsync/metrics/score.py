@@ -29,15 +29,21 @@ from lipsync.logs import get_logger
 from lipsync.metrics import bootstrap, registry
 from lipsync.metrics.base import NA, Batch, Context, Metric, Result, shown  # noqa: F401
 from lipsync.metrics.testset import GeneratedSet, TestSet, batches
+from lipsync.options import Option, defaults
 from lipsync.progress import progress
 from lipsync.provenance import describe
 
 log = get_logger(__name__)
 
-DEFAULTS = {
-    "batch_size": 1024,  # frames read and handed to the metrics per step
-    "device": "auto",  # cuda when present
+# Config section `evaluate` (each metric's own section evaluate.<name> is declared by its module).
+OPTIONS = {
+    "metrics": Option(list(registry.DEFAULT_METRICS), list, "Registered metrics to score "
+                      "(lipsync/metrics/registry.py), in this order: scores, tables, figures and "
+                      "the report follow this list.", items=str),
+    "batch_size": Option(1024, int, "Frames read and handed to the metrics per step.", minimum=1),
+    "device": Option("auto", str, "auto (CUDA when present), cpu or cuda[:N]."),
 }
+DEFAULTS = defaults(OPTIONS)
 
 
 def settings(options: dict | None) -> dict:

@@ -19,8 +19,14 @@ from lipsync.errors import LipsyncError
 from lipsync.metrics.base import Batch, Column, Metric, Result
 from lipsync.metrics.kernels import K1, K2, WINDOW, psnr_torch, ssim_torch
 from lipsync.metrics.registry import register_metric
+from lipsync.options import Option, defaults
 
-DEFAULTS = {"backend": "torch", "data_range": 255}
+OPTIONS = {
+    "backend": Option("torch", str, "torch (fast, equal to scikit-image within 1e-6) or skimage "
+                      "(the reference).", one_of=("torch", "skimage")),
+    "data_range": Option(255, float, "Range of the pixel values (uint8 frames: 255).", above=0),
+}
+DEFAULTS = defaults(OPTIONS)
 
 
 def settings(options: dict | None) -> dict:
@@ -104,7 +110,7 @@ class _PairMetric(Metric):
                       extra={"n_infinite": int(np.isinf(values).sum())})
 
 
-@register_metric("ssim", level="frame", defaults=DEFAULTS,
+@register_metric("ssim", level="frame", options=OPTIONS,
                  description="structural similarity of each generated frame to its ground truth",
                  columns=(Column("ssim", "SSIM (scikit-image's defaults)", higher_is_better=True),))
 class SSIM(_PairMetric):
@@ -121,7 +127,7 @@ class SSIM(_PairMetric):
         return ssim_torch(generated, real, data_range=s["data_range"], device=self.context.device)
 
 
-@register_metric("psnr", level="frame", defaults=DEFAULTS,
+@register_metric("psnr", level="frame", options=OPTIONS,
                  description="peak signal-to-noise ratio of each generated frame to its ground truth",
                  columns=(Column("psnr", "PSNR over all pixels and channels (inf for identical "
                                          "frames, left out of means)", higher_is_better=True,

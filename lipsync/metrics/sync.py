@@ -26,26 +26,36 @@ from lipsync.logs import get_logger
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.registry import register_metric
 from lipsync.metrics.testset import TestSet
+from lipsync.options import Option, defaults
 
 log = get_logger(__name__)
 
-LSE_DEFAULTS = {
-    "expert": "results/syncnet/expert.pt",
-    "offsets": 15,  # Wav2Lip / syncnet_python: -15..15 frames
-    # an offset whose video and audio windows overlap in fewer windows is left out of the
-    # clip's curve (a 68-frame test clip has 64 windows, 49 at offset +-15)
-    "min_windows": 10,
-    "batch_size": 256,
+_OFFSETS = Option(15, int, "Offsets -K..K frames searched (Wav2Lip / syncnet_python: 15).",
+                  minimum=0)
+# A 68-frame test clip has 64 windows, 49 at offset +-15.
+_MIN_WINDOWS = Option(10, int, "An offset whose video and audio overlap in fewer windows is left "
+                      "out of a clip's curve.", minimum=1)
+LSE_OPTIONS = {
+    "expert": Option("results/syncnet/expert.pt", str, "The expert file (lipsync train-syncnet's "
+                     "output)."),
+    "offsets": _OFFSETS,
+    "min_windows": _MIN_WINDOWS,
+    "batch_size": Option(256, int, "Windows per expert forward pass (memory only).", minimum=1),
 }
-PUBLIC_DEFAULTS = {
-    "weights": None,  # syncnet_python's syncnet_v2.model; null: the metric reports n/a
-    # the clips' waveforms (the test set holds mels only): the corpus manifests
-    "manifests": "results/corpus/{speaker}.tsv",
-    "audio_source": "track",  # as data.audio: "track" (the video's audio) or "wav50k"
-    "offsets": 15,
-    "min_windows": 10,
-    "batch_size": 16,
+LSE_DEFAULTS = defaults(LSE_OPTIONS)
+PUBLIC_OPTIONS = {
+    "weights": Option(None, str, "syncnet_python's syncnet_v2.model on disk (not downloadable "
+                      "here); null: not configured, the metric reports n/a.", nullable=True),
+    "manifests": Option("results/corpus/{speaker}.tsv", str, "Corpus manifests with each clip's "
+                        "audio ({speaker} is filled in): the test set holds mels, this expert "
+                        "needs waveforms."),
+    "audio_source": Option("track", str, "As data.audio: track (the video's audio) or wav50k.",
+                           one_of=("track", "wav50k")),
+    "offsets": _OFFSETS,
+    "min_windows": _MIN_WINDOWS,
+    "batch_size": Option(16, int, "Clips' windows per forward pass (memory only).", minimum=1),
 }
+PUBLIC_DEFAULTS = defaults(PUBLIC_OPTIONS)
 PUBLIC_LABEL = "public SyncNet (syncnet_python)"
 OWN_LABEL = "SyncNet expert trained on this pipeline's training split"
 
@@ -236,15 +246,12 @@ def for_scoring(expert: torch.nn.Module) -> torch.nn.Module:
 
 
 def _steps_per_frame(test_set: TestSet) -> Fraction:
-    from lipsync.data.samples import mel_steps_per_frame
+    from lipsync.data.samples import config_steps_per_frame
 
-    config = test_set.packing_config
-    audio = {"sample_rate": 16000, "hop_length": 200, **config.get("audio", {})}
-    return mel_steps_per_frame(audio["sample_rate"], audio["hop_length"],
-                               config.get("video", {}).get("fps", 25))
+    return config_steps_per_frame(test_set.packing_config)
 
 
-@register_metric("lse", level="clip", columns=lse_columns(), defaults=LSE_DEFAULTS,
+@register_metric("lse", level="clip", columns=lse_columns(), options=LSE_OPTIONS,
                  description="LSE-D / LSE-C / AV offset with the SyncNet expert trained here")
 class LSE(_LSE):
     """Lip-sync error (Wav2Lip's LSE-D and LSE-C) from the expert `lipsync train-syncnet` made."""
@@ -332,7 +339,11 @@ class LSE(_LSE):
 # --- syncnet_python's public weights ----------------------------------------------------------
 
 
-def mfcc(signal: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+# syncnet_python's front end is fixed at 16 kHz, whatever audio.sample_rate this pipeline uses.
+PUBLIC_SAMPLE_RATE = 16000
+
+
+def mfcc(signal: np.ndarray, sample_rate: int = PUBLIC_SAMPLE_RATE) -> np.ndarray:
     """13 MFCCs at 100 steps/s (M x 13), python_speech_features.mfcc's defaults as syncnet_python
     calls it: 25 ms rectangular frames every 10 ms, pre-emphasis 0.97, 512-point power spectrum,
     26 mel filters 0..sr/2, log, DCT-II (orthonormal), lifter 22, c0 replaced by log energy."""
@@ -366,7 +377,7 @@ def mfcc(signal: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
     return features
 
 
-@register_metric("lse_public", level="clip", columns=lse_columns("public_"), defaults=PUBLIC_DEFAULTS,
+@register_metric("lse_public", level="clip", columns=lse_columns("public_"), options=PUBLIC_OPTIONS,
                  description="LSE-D / LSE-C / AV offset with syncnet_python's public SyncNet")
 class PublicLSE(_LSE):
     """LSE with syncnet_python's `syncnet_v2.model` (n/a with the reason when not configured)."""
@@ -441,7 +452,8 @@ class PublicLSE(_LSE):
         if clip["clip"] not in entries:
             raise InputError(manifest, f"clip {clip['speaker']}/{clip['clip']} not listed "
                                        "(evaluate.lse_public.manifests)")
-        wav, _ = clip_audio(entries[clip["clip"]], options["audio_source"], 16000)
+        wav, _ = clip_audio(entries[clip["clip"]], options["audio_source"],
+                            PUBLIC_SAMPLE_RATE)
         features = mfcc(wav * 32768.0).T.astype(np.float32)  # 13 x M
         last = (features.shape[1] - 20) // 4
         windows = torch.from_numpy(np.stack([features[:, 4 * a:4 * a + 20]

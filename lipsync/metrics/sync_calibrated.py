@@ -18,7 +18,7 @@ import pandas as pd
 
 from lipsync.metrics.base import Column, Result
 from lipsync.metrics.registry import register_metric
-from lipsync.metrics.sync import LSE, LSE_DEFAULTS, clip_frames, lse_of_curve
+from lipsync.metrics.sync import LSE, LSE_OPTIONS, clip_frames, lse_of_curve
 from lipsync.metrics.testset import TestSet
 
 COLUMNS = (
@@ -45,7 +45,7 @@ def positions(table: pd.DataFrame, real: np.ndarray, floor: np.ndarray) -> pd.Da
     return out
 
 
-@register_metric("lse_calibrated", level="clip", columns=COLUMNS, defaults=LSE_DEFAULTS,
+@register_metric("lse_calibrated", level="clip", columns=COLUMNS, options=LSE_OPTIONS,
                  description="LSE-D/C placed between another clip's audio and the real clips, "
                              "and the share of clips in sync within one frame")
 class CalibratedLSE(LSE):

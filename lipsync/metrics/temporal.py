@@ -108,7 +108,7 @@ class _Previous:
                      for k in range(batch.start, batch.stop) if k in needed}
 
 
-@register_metric("temporal", level="frame", defaults=settings(None),
+@register_metric("temporal", level="frame", options=OPTIONS,
                  description="flicker and shake of the mouth region against the real clip's "
                              "motion (optical flow)",
                  columns=(Column("tof", "TecoGAN's tOF: optical flow of the generated clip "
@@ -179,7 +179,7 @@ def landmark_velocity_error(generated: np.ndarray, real: np.ndarray,
     return out
 
 
-@register_metric("lve", level="frame", defaults={}, reference_of="lmd",
+@register_metric("lve", level="frame", options={}, reference_of="lmd",
                  description="frame-to-frame motion of the mouth landmarks against the real "
                              "clip's",
                  columns=(Column("lve", "landmark velocity error: mouth landmark motion from the "

@@ -22,10 +22,17 @@ from lipsync.errors import InputError  # noqa: E402
 from lipsync.io import atomic_path  # noqa: E402
 from lipsync.logs import get_logger  # noqa: E402
 from lipsync.metrics.testset import GeneratedSet, TestSet  # noqa: E402
+from lipsync.options import Option, defaults  # noqa: E402
 
 log = get_logger(__name__)
 
-DEFAULTS = {"qualitative_samples": 6, "seed": 0}
+# Config section `report`.
+OPTIONS = {
+    "qualitative_samples": Option(6, int, "Test samples shown side by side in the qualitative "
+                                  "figure.", minimum=1),
+    "seed": Option(0, int, "Seeds which samples are shown."),
+}
+DEFAULTS = defaults(OPTIONS)
 SCALE = 2  # faces drawn at twice their 96 px so a printed page shows the mouth
 GAP = 4  # white pixels between faces
 LABEL_PX = 170  # left margin for row labels

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lipsync.data import integrity
-from lipsync.data.samples import mel_steps_per_frame, mix64, uniforms_from_hash
+from lipsync.data.samples import config_steps_per_frame, mix64, uniforms_from_hash
 from lipsync.errors import InputError
 from lipsync.metrics.testset import read_faces
 
@@ -35,10 +35,7 @@ _LABEL, _KIND, _WHERE = 1, 2, 3
 
 def steps_per_frame_of(handle: h5py.File) -> Fraction:
     """Mel steps per video frame of a packed split, from the settings it was packed with."""
-    config = json.loads(handle.attrs.get("config", "{}") or "{}")
-    audio = {"sample_rate": 16000, "hop_length": 200, **config.get("audio", {})}
-    fps = config.get("video", {}).get("fps", 25)
-    return mel_steps_per_frame(audio["sample_rate"], audio["hop_length"], fps)
+    return config_steps_per_frame(json.loads(handle.attrs.get("config", "{}") or "{}"))
 
 
 def audio_start(frame: int | np.ndarray, steps_per_frame: Fraction) -> np.ndarray:

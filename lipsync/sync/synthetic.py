@@ -16,12 +16,16 @@ import scipy.signal
 
 from lipsync.data import integrity
 from lipsync.data import synthetic as corpus
-from lipsync.data.audio import fit_length, melspectrogram
+from lipsync.data.audio import AUDIO_DEFAULTS, fit_length, melspectrogram
+from lipsync.data.faces import VIDEO_DEFAULTS
+from lipsync.data.samples import DEFAULTS as SAMPLE_DEFAULTS
 from lipsync.io import atomic_path
 
-FPS = 25
-SAMPLE_RATE = 16000
-EDGE_FRAMES = 4  # kept crops are frames 4..n-4, as the packer keeps them
+# The pipeline's defaults (video.fps, audio.sample_rate, samples.edge_frames): kept crops are
+# frames 4..n-4, as the packer keeps them.
+FPS = VIDEO_DEFAULTS["fps"]
+SAMPLE_RATE = AUDIO_DEFAULTS["sample_rate"]
+EDGE_FRAMES = SAMPLE_DEFAULTS["edge_frames"]
 
 
 def synthetic_clip(speaker: str, index: int, *, seed: int = 0, n_frames: int = 75,
@@ -77,8 +81,10 @@ def write_split(path: str | os.PathLike, *, speakers: tuple[str, ...] = ("s1", "
     sample_crop = np.arange(n_clips * kept, dtype=np.int64)
     within = sample_crop % kept
     centre = np.floor(frames * 16 / 5 + 0.5).astype(np.int64) - 13
-    config = {"split": split, "audio": {"sample_rate": SAMPLE_RATE, "hop_length": 200},
-              "video": {"fps": FPS}, "samples": {"mel_window": 27, "edge_frames": EDGE_FRAMES},
+    config = {"split": split, "audio": {"sample_rate": SAMPLE_RATE,
+                                        "hop_length": AUDIO_DEFAULTS["hop_length"]},
+              "video": {"fps": FPS}, "samples": {"mel_window": SAMPLE_DEFAULTS["mel_window"],
+                                                 "edge_frames": EDGE_FRAMES},
               "seed": seed, "source": "lipsync.sync.synthetic"}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
         out["faces"] = np.concatenate(crops)

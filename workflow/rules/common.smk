@@ -10,13 +10,15 @@ import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-validate(config, "../schemas/config.schema.yaml")
-# What the schema cannot say (every training and model option, run overrides, model input
-# shapes), checked before planning so a bad value fails here naming its key.
+# The schema is generated from the Option tables of the modules that use each section (over the
+# structure in ../schemas/config.schema.yaml); it fills in every default. Then what a schema
+# cannot say (run overrides, model input shapes, relations between audio settings). Both fail
+# before planning with the key named as a config path (video.fps: 0: must be greater than 0).
 from lipsync.config import check_config, run_options as _run_options
+from lipsync.config_schema import validate as validate_config
 
+validate_config(config)
 check_config(config)
 
 
