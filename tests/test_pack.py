@@ -9,7 +9,7 @@ import pytest
 from helpers import make_shard_files
 
 from lipsync.data.pack import pack_split
-from lipsync.errors import InputError
+from lipsync.errors import InputError, LipsyncError
 
 
 def options(**samples):
@@ -130,7 +130,7 @@ def test_jpeg_layout_stores_training_crops_as_jpeg_and_keeps_the_test_split_loss
 
 def test_jpeg_quality_out_of_range_is_refused(tmp_path):
     shards = make_shard_files(tmp_path, clips=1, image_size=16)
-    with pytest.raises(ValueError, match="dataset.jpeg_quality"):
+    with pytest.raises(LipsyncError, match="dataset.jpeg_quality: 0"):
         pack_split("train", clip_list(tmp_path, shards), shards.faces, shards.mels,
                    tmp_path / "out.h5", options={**options(),
                                                  "dataset": {"layout": "jpeg", "jpeg_quality": 0}})

@@ -53,7 +53,8 @@ def test_paper_config_plans_whole_dag_offline(tmp_path):
     assert jobs["generate"] >= 6 and jobs["merge_scores"] >= 6
     # One scoring job per system and metric (every metric of evaluate.metrics' default).
     assert jobs["score_metric"] == len(DEFAULT_METRICS) * jobs["merge_scores"]
-    assert sum(jobs.values()) < 1000  # jobs per speaker shard, never per clip (33,000 clips)
+    # Jobs per speaker shard or per system and metric, never per clip (33,000 clips).
+    assert sum(jobs.values()) < 2000
     scoring = {}
     for command in shell_commands(result.stdout):
         if "score-metric" in command:

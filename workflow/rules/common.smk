@@ -278,7 +278,8 @@ def metric_reference_file(metric):
 def metric_options(metric):
     """JSON of what scoring or referencing one metric reads: its evaluate.<metric> section, the
     section of the metric whose reference data it reads (KID reads FID's), and the shared
-    batch_size, device and bootstrap; never the list of metrics, so adding one reruns no other."""
+    batch_size, device and bootstrap; never the list of metrics, so adding one reruns no other.
+    """
     evaluate = config["evaluate"]
     sections = {metric, _reference_source(metric) or metric}
     chosen = {name: evaluate.get(name, {}) for name in sections}

@@ -1,6 +1,7 @@
 """Metrics: each metric's reference data once per test set, then each configured metric of the
 registry (evaluate.metrics) per scored system in its own job, merged per system into the files the
-tables, figures and studies read. A metric's options or module rescore that metric alone."""
+tables, figures and studies read. A metric's options or module rescore that metric alone.
+"""
 
 
 wildcard_constraints:
@@ -80,7 +81,9 @@ rule merge_scores:
         parts=expand(
             "results/metrics/{{run}}/metric/{metric}.json", metric=scored_metrics()
         ),
-        rows=expand("results/metrics/{{run}}/metric/{metric}.tsv", metric=scored_metrics()),
+        rows=expand(
+            "results/metrics/{{run}}/metric/{metric}.tsv", metric=scored_metrics()
+        ),
         test_set="results/datasets/test.h5",
     output:
         scores="results/metrics/{run}/scores.tsv",
