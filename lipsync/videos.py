@@ -17,46 +17,69 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from lipsync.data import decode, detectors, integrity
+from lipsync.data import decode, detectors, integrity, stream
 from lipsync.data import faces as face_tracks
 from lipsync.data import samples as sample_rules
 from lipsync.data.audio import AUDIO_DEFAULTS, fit_length, melspectrogram
+from lipsync.dub import check_faces
 from lipsync.errors import InputError, LipsyncError
-from lipsync.io import atomic_path, write_json, write_tsv
+from lipsync.io import atomic_path, refuse_overwriting, write_json, write_tsv
 from lipsync.logs import get_logger
 from lipsync.metrics import registry, score
+from lipsync.options import Option, defaults, resolve
 from lipsync.progress import progress
 from lipsync.provenance import describe
 
 log = get_logger(__name__)
 
-# Options of score-videos itself (the `videos` part of --options).
-VIDEOS_DEFAULTS = {
-    # Where the generated frames are cropped: at the reference video's face boxes (`reference`,
-    # mapped by time and scaled to the generated resolution) or at boxes detected in the generated
-    # video itself (`own`). `reference` is the default because SSIM and PSNR compare pixels at the
-    # same place: systems that paste a mouth into the input frame (LipGAN, Wav2Lip, MuseTalk) keep
-    # its geometry, and a box detected afresh jitters by pixels, which alone lowers SSIM.
-    "boxes": "reference",
-    "suffixes": [".mp4", ".mpg", ".mpeg", ".mov", ".mkv", ".avi", ".webm", ".m4v"],
-    "mel_window": sample_rules.DEFAULTS["mel_window"],
+
+
+class StringsOption(Option):
+    """An Option whose value is a list of strings (lipsync.options lists hold numbers)."""
+
+    def problem(self, value) -> str | None:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            return "must be a list of strings"
+        return None
+
+
+# Options of score-videos itself (the `videos` part of --options), checked before any decode.
+VIDEOS_OPTIONS = {
+    # At the reference's boxes, SSIM and PSNR compare pixels at the same place: systems that paste
+    # a mouth into the input frame (LipGAN, Wav2Lip, MuseTalk) keep its geometry, and a box
+    # detected afresh jitters by pixels, which alone lowers SSIM. A generated video whose frame
+    # geometry differs (size, crop, padding) is cropped at its own boxes instead (GEOMETRY_IOU).
+    "boxes": Option("reference", str, "where generated frames are cropped: reference (the "
+                    "reference video's face boxes, mapped by time and scaled) or own (boxes "
+                    "detected in the generated video)"),
+    "suffixes": StringsOption([".mp4", ".mpg", ".mpeg", ".mov", ".mkv", ".avi", ".webm", ".m4v"],
+                              list, "file suffixes that count as videos"),
+    "mel_window": Option(sample_rules.DEFAULTS["mel_window"], int,
+                         "mel steps per sample window", minimum=1),
 }
+VIDEOS_DEFAULTS = defaults(VIDEOS_OPTIONS)
+# Median IoU, over frames with a face on both sides, between the reference's boxes scaled to the
+# generated frame and the generated video's own boxes, below which the reference's boxes do not
+# point at the generated face. The same video re-encoded keeps IoU above 0.9 (detector jitter);
+# the reference centre-cropped to 288x288 has 0.45 (issue 19's SSIM 0.504 case).
+GEOMETRY_IOU = 0.7
 VIDEO_COLUMNS = ["video", "status", "reason", "reference_frames", "generated_frames",
                  "reference_fps", "generated_fps", "aligned_frames", "samples",
-                 "reference_face_frames", "generated_face_frames"]
+                 "reference_face_frames", "generated_face_frames", "boxes"]
 
 
 def resolve_options(options: dict | None) -> dict:
+    """{"faces", "audio", "evaluate", "videos"} with defaults, checked before any decode."""
     options = options or {}
     unknown = sorted(set(options) - {"faces", "audio", "evaluate", "videos"})
     if unknown:
         raise LipsyncError(f"unknown score-videos option section(s) {', '.join(unknown)}; "
                            "known: audio, evaluate, faces, videos")
-    videos = {**VIDEOS_DEFAULTS, **(options.get("videos") or {})}
+    videos = resolve(VIDEOS_OPTIONS, options.get("videos"), "videos")
     if videos["boxes"] not in ("reference", "own"):
         raise LipsyncError(f"videos.boxes must be reference or own, not {videos['boxes']!r}")
-    return {"faces": face_tracks._merged(face_tracks.FACES_DEFAULTS, options.get("faces")),
-            "audio": {**AUDIO_DEFAULTS, **(options.get("audio") or {})},
+    faces = check_faces(face_tracks._merged(face_tracks.FACES_DEFAULTS, options.get("faces")))
+    return {"faces": faces, "audio": {**AUDIO_DEFAULTS, **(options.get("audio") or {})},
             "evaluate": dict(options.get("evaluate") or {}), "videos": videos}
 
 
@@ -76,11 +99,13 @@ def list_videos(folder: str | os.PathLike, suffixes: list[str]) -> dict[str, Pat
 
 @dataclass
 class Side:
-    """One decoded, tracked video with its mel spectrogram."""
+    """One video after its first pass: size, rate, face track and mel spectrogram (no frames)."""
 
     path: Path
-    frames: np.ndarray
+    frames: int
     fps: float
+    height: int
+    width: int
     mel: np.ndarray  # n_mels x T, the audio fitted to the video's duration
     boxes: np.ndarray
     detected: np.ndarray
@@ -100,17 +125,61 @@ class Pair:
 
 
 def _side(path: Path, detector, faces: dict, audio: dict) -> Side:
-    frames, fps = decode.read_video(path)
-    if not fps:
+    video = stream.track_video(path, detector, faces)
+    if not video.fps:
         raise InputError(path, "video declares no frame rate")
+    if video.track is None:
+        raise InputError(path, f"no face found in any of its {video.frames} frames")
     sample_rate = int(audio["sample_rate"])
     wav = decode.read_audio(path, sample_rate)
-    wav = fit_length(wav, int(round(len(frames) / fps * sample_rate)))
-    track = face_tracks.face_track(frames, detector, faces)
-    if track is None:
-        raise InputError(path, f"no face found in any of its {len(frames)} frames")
-    return Side(path, frames, float(fps), melspectrogram(wav, audio), track.boxes,
-                np.asarray(track.detected, bool))
+    wav = fit_length(wav, int(round(video.frames / video.fps * sample_rate)))
+    return Side(path, video.frames, float(video.fps), video.height, video.width,
+                melspectrogram(wav, audio), video.track.boxes,
+                np.asarray(video.track.detected, bool))
+
+
+def _crops(side: Side, frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Face crops of `side` at its (non-decreasing) `frames`, decoded again one at a time."""
+    crops = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    for i, frame in enumerate(stream.frames_in_order(side.path, frames)):
+        crops[i] = face_tracks.crop_faces(frame[None], boxes[i:i + 1], size)[0]
+    return crops
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes `a` and `b` (K x 4 each, x0 y0 x1 y1), row by row."""
+    width = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    height = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = width * height
+    area = lambda box: (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])  # noqa: E731
+    return inter / np.clip(area(a) + area(b) - inter, 1e-9, None)
+
+
+def reference_boxes_fit(ref: Side, gen: Side, matched: np.ndarray, mode: str
+                        ) -> tuple[bool, str]:
+    """Whether the reference's boxes, scaled to the generated frame, point at the generated face;
+    and a note saying why not, or that the geometry differs at all (never silent).
+
+    They do not when the aspect ratio differs, or when the median IoU with the generated video's
+    own boxes is under GEOMETRY_IOU (a crop or padding that kept the size).
+    """
+    if mode == "own":
+        return False, ""
+    both = np.flatnonzero((matched >= 0) & ref.detected
+                          & gen.detected[np.clip(matched, 0, len(gen.detected) - 1)])
+    scaled = ref.boxes[both] * np.array([gen.width / ref.width, gen.height / ref.height] * 2)
+    iou = float(np.median(box_iou(scaled, gen.boxes[matched[both]]))) if len(both) else 0.0
+    aspect = (gen.width / gen.height) / (ref.width / ref.height)
+    fits = abs(aspect - 1) <= 0.01 and iou >= GEOMETRY_IOU
+    same_size = (gen.width, gen.height) == (ref.width, ref.height)
+    if fits and same_size:
+        return True, ""
+    geometry = (f"generated frames {gen.width}x{gen.height}, reference {ref.width}x{ref.height}, "
+                f"median IoU {iou:.2f} between the reference's scaled face boxes and the "
+                "generated video's own")
+    if fits:
+        return True, geometry + ": cropped at the reference's boxes, scaled"
+    return False, geometry + ": the geometry differs, cropped at faces detected in the generated video"
 
 
 def _mel_starts(frames: np.ndarray, fps: float, mel: np.ndarray, audio: dict, window: int
@@ -131,7 +200,7 @@ def align_by_time(n_reference: int, reference_fps: float, n_generated: int,
 
 
 def prepare_pair(name: str, reference: Path, generated: Path, detector, options: dict) -> Pair:
-    """Decode, track, align and crop one pair; problems give a Pair with status `excluded`."""
+    """Track, align and crop one pair; problems give a Pair with status `excluded`."""
     faces, audio, videos = options["faces"], options["audio"], options["videos"]
     row = {"video": name, "status": "ok", "reason": ""}
     pair = Pair(name, row)
@@ -141,42 +210,46 @@ def prepare_pair(name: str, reference: Path, generated: Path, detector, options:
     except InputError as error:
         row.update(status="excluded", reason=str(error))
         return pair
-    matched = align_by_time(len(ref.frames), ref.fps, len(gen.frames), gen.fps)
+    matched = align_by_time(ref.frames, ref.fps, gen.frames, gen.fps)
+    at_reference, geometry = reference_boxes_fit(ref, gen, matched, videos["boxes"])
     usable = (matched >= 0) & ref.detected
-    if videos["boxes"] == "own":
+    if not at_reference:
         usable &= np.where(matched >= 0, gen.detected[np.clip(matched, 0, None)], False)
     frames = np.flatnonzero(usable)
-    row.update(reference_frames=len(ref.frames), generated_frames=len(gen.frames),
+    row.update(reference_frames=ref.frames, generated_frames=gen.frames,
                reference_fps=ref.fps, generated_fps=gen.fps,
                aligned_frames=int((matched >= 0).sum()), samples=len(frames),
                reference_face_frames=int(ref.detected.sum()),
-               generated_face_frames=int(gen.detected.sum()))
-    notes = []
-    if len(ref.frames) != len(gen.frames) or abs(ref.fps - gen.fps) > 1e-3:
-        notes.append(f"reference {len(ref.frames)} frames at {ref.fps:g} fps, generated "
-                     f"{len(gen.frames)} at {gen.fps:g} fps: aligned by time, "
+               generated_face_frames=int(gen.detected.sum()),
+               boxes="reference" if at_reference else "own")
+    notes = [geometry] if geometry else []
+    if ref.frames != gen.frames or abs(ref.fps - gen.fps) > 1e-3:
+        notes.append(f"reference {ref.frames} frames at {ref.fps:g} fps, generated "
+                     f"{gen.frames} at {gen.fps:g} fps: aligned by time, "
                      f"{int((matched < 0).sum())} reference frames without a generated one")
     if not len(frames):
         row.update(status="excluded", reason="; ".join(notes + ["no frame with a face on both "
                                                                  "sides"]))
         return pair
-    size = int(faces["image_size"])
-    generated_frames = matched[frames]
-    if videos["boxes"] == "reference":
-        scale = np.array([gen.frames.shape[2] / ref.frames.shape[2],
-                          gen.frames.shape[1] / ref.frames.shape[1]] * 2)
-        boxes = ref.boxes[frames] * scale
+    _crop_pair(pair, ref, gen, frames, matched[frames], at_reference, options)
+    row["reason"] = "; ".join(notes)
+    return pair
+
+
+def _crop_pair(pair: Pair, ref: Side, gen: Side, frames: np.ndarray, generated_frames: np.ndarray,
+               at_reference: bool, options: dict) -> None:
+    size, audio = int(options["faces"]["image_size"]), options["audio"]
+    if at_reference:
+        boxes = ref.boxes[frames] * np.array([gen.width / ref.width, gen.height / ref.height] * 2)
     else:
         boxes = gen.boxes[generated_frames]
-    pair.reference_crops = face_tracks.crop_faces(ref.frames[frames], ref.boxes[frames], size)
-    pair.generated_crops = face_tracks.crop_faces(gen.frames[generated_frames], boxes, size)
-    window = int(videos["mel_window"])
+    pair.reference_crops = _crops(ref, frames, ref.boxes[frames], size)
+    pair.generated_crops = _crops(gen, generated_frames, boxes, size)
+    window = int(options["videos"]["mel_window"])
     pair.frames = frames
     pair.reference_mel, pair.generated_mel = ref.mel, gen.mel
     pair.reference_mel_starts = _mel_starts(frames, ref.fps, ref.mel, audio, window)
     pair.generated_mel_starts = _mel_starts(generated_frames, gen.fps, gen.mel, audio, window)
-    row["reason"] = "; ".join(notes)
-    return pair
 
 
 def _write_sets(pairs: list[Pair], speaker: str, test_set: Path, generated: Path, run: str,
@@ -243,6 +316,7 @@ def score_videos(generated: str | os.PathLike, reference: str | os.PathLike,
     """
     options = resolve_options(options)
     output = Path(output)
+    refuse_overwriting({"--output": output}, {"--generated": generated, "--reference": reference})
     run = run or Path(generated).resolve().name
     suffixes = [s.lower() for s in options["videos"]["suffixes"]]
     generated_videos = list_videos(generated, suffixes)
