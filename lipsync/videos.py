@@ -47,8 +47,8 @@ class StringsOption(Option):
 VIDEOS_OPTIONS = {
     # At the reference's boxes, SSIM and PSNR compare pixels at the same place: systems that paste
     # a mouth into the input frame (LipGAN, Wav2Lip, MuseTalk) keep its geometry, and a box
-    # detected afresh jitters by pixels, which alone lowers SSIM. A generated video whose frame
-    # geometry differs (size, crop, padding) is cropped at its own boxes instead (GEOMETRY_IOU).
+    # detected afresh jitters by pixels, which alone lowers SSIM. A generated video whose picture
+    # moved (rescale, crop, padding, shift) is cropped at its own boxes instead (choose_boxes).
     "boxes": Option("reference", str, "where generated frames are cropped: reference (the "
                     "reference video's face boxes, mapped by time and scaled) or own (boxes "
                     "detected in the generated video)"),
@@ -58,11 +58,6 @@ VIDEOS_OPTIONS = {
                          "mel steps per sample window", minimum=1),
 }
 VIDEOS_DEFAULTS = defaults(VIDEOS_OPTIONS)
-# Median IoU, over frames with a face on both sides, between the reference's boxes scaled to the
-# generated frame and the generated video's own boxes, below which the reference's boxes do not
-# point at the generated face. The same video re-encoded keeps IoU above 0.9 (detector jitter);
-# the reference centre-cropped to 288x288 has 0.45 (issue 19's SSIM 0.504 case).
-GEOMETRY_IOU = 0.7
 VIDEO_COLUMNS = ["video", "status", "reason", "reference_frames", "generated_frames",
                  "reference_fps", "generated_fps", "aligned_frames", "samples",
                  "reference_face_frames", "generated_face_frames", "boxes"]
@@ -138,48 +133,49 @@ def _side(path: Path, detector, faces: dict, audio: dict) -> Side:
                 np.asarray(video.track.detected, bool))
 
 
-def _crops(side: Side, frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Face crops of `side` at its (non-decreasing) `frames`, decoded again one at a time."""
-    crops = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+def _crops(side: Side, frames: np.ndarray, box_sets: list[np.ndarray], size: int
+           ) -> list[np.ndarray]:
+    """Face crops of `side` at its (non-decreasing) `frames`, one array per set of boxes, from one
+    more pass over the video that holds one frame at a time."""
+    crops = [np.empty((len(frames), size, size, 3), dtype=np.uint8) for _ in box_sets]
     for i, frame in enumerate(stream.frames_in_order(side.path, frames)):
-        crops[i] = face_tracks.crop_faces(frame[None], boxes[i:i + 1], size)[0]
+        for out, boxes in zip(crops, box_sets, strict=True):
+            out[i] = face_tracks.crop_faces(frame[None], boxes[i:i + 1], size)[0]
     return crops
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes `a` and `b` (K x 4 each, x0 y0 x1 y1), row by row."""
-    width = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    height = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = width * height
-    area = lambda box: (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])  # noqa: E731
-    return inter / np.clip(area(a) + area(b) - inter, 1e-9, None)
+def _upper_face_error(reference: np.ndarray, generated: np.ndarray) -> float:
+    """Mean absolute difference of the crops' upper halves, which lip-sync systems leave alone:
+    small when two crops show the same face at the same place and scale."""
+    half = reference.shape[1] // 2
+    return float(np.abs(reference[:, :half].astype(np.int16)
+                        - generated[:, :half].astype(np.int16)).mean())
 
 
-def reference_boxes_fit(ref: Side, gen: Side, matched: np.ndarray, mode: str
-                        ) -> tuple[bool, str]:
-    """Whether the reference's boxes, scaled to the generated frame, point at the generated face;
-    and a note saying why not, or that the geometry differs at all (never silent).
+def choose_boxes(reference_crops: np.ndarray, generated_crops: dict[str, np.ndarray],
+                 ref: Side, gen: Side) -> tuple[str, str]:
+    """Which generated crops ("reference": at the reference's boxes scaled to the generated
+    frame; "own": at the generated video's own boxes) show the reference's face where the
+    reference crops do, and a note unless the geometry is plainly the same.
 
-    They do not when the aspect ratio differs, or when the median IoU with the generated video's
-    own boxes is under GEOMETRY_IOU (a crop or padding that kept the size).
+    A rescale, crop or padding (another frame size) or a shifted picture (the same size) moves the
+    face against the reference's boxes; the upper half of the face, which lip-sync leaves as it
+    was, then differs more at the reference's boxes than at the generated video's own.
     """
-    if mode == "own":
-        return False, ""
-    both = np.flatnonzero((matched >= 0) & ref.detected
-                          & gen.detected[np.clip(matched, 0, len(gen.detected) - 1)])
-    scaled = ref.boxes[both] * np.array([gen.width / ref.width, gen.height / ref.height] * 2)
-    iou = float(np.median(box_iou(scaled, gen.boxes[matched[both]]))) if len(both) else 0.0
-    aspect = (gen.width / gen.height) / (ref.width / ref.height)
-    fits = abs(aspect - 1) <= 0.01 and iou >= GEOMETRY_IOU
+    errors = {name: _upper_face_error(reference_crops, crops)
+              for name, crops in generated_crops.items()}
+    choice = min(errors, key=lambda name: (errors[name], name != "reference"))
     same_size = (gen.width, gen.height) == (ref.width, ref.height)
-    if fits and same_size:
-        return True, ""
-    geometry = (f"generated frames {gen.width}x{gen.height}, reference {ref.width}x{ref.height}, "
-                f"median IoU {iou:.2f} between the reference's scaled face boxes and the "
-                "generated video's own")
-    if fits:
-        return True, geometry + ": cropped at the reference's boxes, scaled"
-    return False, geometry + ": the geometry differs, cropped at faces detected in the generated video"
+    if "reference" not in errors or (same_size and choice == "reference"):
+        return choice, ""
+    where = ("cropped at the reference's boxes scaled to it" if choice == "reference"
+             else "cropped at faces detected in the generated video")
+    geometry = (f"generated frames are {gen.width}x{gen.height}, the reference's "
+                f"{ref.width}x{ref.height} (rescaled, cropped or padded)" if not same_size
+                else "the generated picture moved against the reference")
+    return choice, (f"{geometry}: {where} (upper-face mean absolute difference to the reference "
+                    f"crops {errors['reference']:.1f} at the reference's boxes, "
+                    f"{errors['own']:.1f} at its own)")
 
 
 def _mel_starts(frames: np.ndarray, fps: float, mel: np.ndarray, audio: dict, window: int
@@ -211,45 +207,53 @@ def prepare_pair(name: str, reference: Path, generated: Path, detector, options:
         row.update(status="excluded", reason=str(error))
         return pair
     matched = align_by_time(ref.frames, ref.fps, gen.frames, gen.fps)
-    at_reference, geometry = reference_boxes_fit(ref, gen, matched, videos["boxes"])
+    gen_detected = np.where(matched >= 0, gen.detected[np.clip(matched, 0, None)], False)
     usable = (matched >= 0) & ref.detected
-    if not at_reference:
-        usable &= np.where(matched >= 0, gen.detected[np.clip(matched, 0, None)], False)
-    frames = np.flatnonzero(usable)
+    if videos["boxes"] == "own":
+        usable &= gen_detected
     row.update(reference_frames=ref.frames, generated_frames=gen.frames,
                reference_fps=ref.fps, generated_fps=gen.fps,
-               aligned_frames=int((matched >= 0).sum()), samples=len(frames),
+               aligned_frames=int((matched >= 0).sum()),
                reference_face_frames=int(ref.detected.sum()),
-               generated_face_frames=int(gen.detected.sum()),
-               boxes="reference" if at_reference else "own")
-    notes = [geometry] if geometry else []
+               generated_face_frames=int(gen.detected.sum()))
+    notes = []
     if ref.frames != gen.frames or abs(ref.fps - gen.fps) > 1e-3:
         notes.append(f"reference {ref.frames} frames at {ref.fps:g} fps, generated "
                      f"{gen.frames} at {gen.fps:g} fps: aligned by time, "
                      f"{int((matched < 0).sum())} reference frames without a generated one")
-    if not len(frames):
+    if usable.any():
+        notes += _crop_pair(pair, ref, gen, np.flatnonzero(usable), matched, gen_detected,
+                            options)
+    row.update(samples=0 if pair.frames is None else len(pair.frames),
+               reason="; ".join(notes))
+    if not row["samples"]:
         row.update(status="excluded", reason="; ".join(notes + ["no frame with a face on both "
                                                                  "sides"]))
-        return pair
-    _crop_pair(pair, ref, gen, frames, matched[frames], at_reference, options)
-    row["reason"] = "; ".join(notes)
     return pair
 
 
-def _crop_pair(pair: Pair, ref: Side, gen: Side, frames: np.ndarray, generated_frames: np.ndarray,
-               at_reference: bool, options: dict) -> None:
+def _crop_pair(pair: Pair, ref: Side, gen: Side, frames: np.ndarray, matched: np.ndarray,
+               gen_detected: np.ndarray, options: dict) -> list[str]:
+    """Fill `pair`'s crops and mel starts; the notes on where the generated side was cropped."""
     size, audio = int(options["faces"]["image_size"]), options["audio"]
-    if at_reference:
-        boxes = ref.boxes[frames] * np.array([gen.width / ref.width, gen.height / ref.height] * 2)
-    else:
-        boxes = gen.boxes[generated_frames]
-    pair.reference_crops = _crops(ref, frames, ref.boxes[frames], size)
-    pair.generated_crops = _crops(gen, generated_frames, boxes, size)
+    reference_crops = _crops(ref, frames, [ref.boxes[frames]], size)[0]
+    candidates = {"own": gen.boxes[matched[frames]]}
+    if options["videos"]["boxes"] == "reference":
+        scale = np.array([gen.width / ref.width, gen.height / ref.height] * 2)
+        candidates["reference"] = ref.boxes[frames] * scale
+    crops = dict(zip(candidates, _crops(gen, matched[frames], list(candidates.values()), size),
+                     strict=True))
+    choice, note = choose_boxes(reference_crops, crops, ref, gen)
+    pair.row["boxes"] = choice
+    keep = gen_detected[frames] if choice == "own" else np.ones(len(frames), bool)
+    frames, generated_frames = frames[keep], matched[frames][keep]
     window = int(options["videos"]["mel_window"])
     pair.frames = frames
+    pair.reference_crops, pair.generated_crops = reference_crops[keep], crops[choice][keep]
     pair.reference_mel, pair.generated_mel = ref.mel, gen.mel
     pair.reference_mel_starts = _mel_starts(frames, ref.fps, ref.mel, audio, window)
     pair.generated_mel_starts = _mel_starts(generated_frames, gen.fps, gen.mel, audio, window)
+    return [note] if note else []
 
 
 def _write_sets(pairs: list[Pair], speaker: str, test_set: Path, generated: Path, run: str,
