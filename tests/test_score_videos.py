@@ -208,3 +208,21 @@ def test_a_copy_with_other_geometry_is_cropped_where_its_face_is_and_flagged(
     # reference's scaled boxes, as before: 0.50, 0.46, 0.96, 0.22, all `ok` with no reason);
     # 0.8 leaves a margin of 0.08.
     assert scores["ssim"].mean() > 0.8
+
+
+@pytest.mark.parametrize("options,named", [({"videos": {"mel_window": 0}}, "videos.mel_window"),
+                                           ({"faces": {"image_size": 0}}, "faces.image_size"),
+                                           ({"videos": {"suffixes": ".mp4"}}, "videos.suffixes")])
+def test_bad_options_are_refused_by_name_before_any_decode(reference, tmp_path, monkeypatch,
+                                                           options, named):
+    monkeypatch.setattr(decode, "_open", lambda path: pytest.fail(f"{path} opened"))
+    with pytest.raises(LipsyncError, match=named.replace(".", r"\.")):
+        score_videos(reference, reference, tmp_path / "scored", options=options)
+    assert not (tmp_path / "scored").exists()
+
+
+def test_an_output_folder_that_is_an_input_folder_is_refused(reference, tmp_path):
+    before = sorted(p.name for p in reference.iterdir())
+    with pytest.raises(LipsyncError, match="refusing to overwrite an input"):
+        score_videos(reference, tmp_path, reference, options=PIXELS)
+    assert sorted(p.name for p in reference.iterdir()) == before
