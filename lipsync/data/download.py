@@ -48,7 +48,8 @@ def fetch(
     instead of being spliced onto the old bytes; a `.part` without its `.validator` starts over
     too, since nothing says which version it holds. Failed attempts are retried `retries` times
     with exponential backoff; an attempt that made progress does not use up a retry. The file is
-    renamed onto `output` only once its size matches Content-Length and its sha256 matches `sha256` (when given); on a mismatch the `.part` is deleted.
+    renamed onto `output` only once its size matches Content-Length and its sha256 matches
+    `sha256` (when given); on a mismatch the `.part` is deleted.
     """
     output = os.fspath(output)
     part = output + ".part"
