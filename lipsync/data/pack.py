@@ -75,6 +75,14 @@ def _open(handles: dict[str, h5py.File], path: str) -> h5py.File:
     return handles[path]
 
 
+def _read(handles: dict[str, h5py.File], path: str, name: str) -> np.ndarray:
+    """Dataset `name` of shard `path` in memory; a corrupted one is an InputError naming both."""
+    try:
+        return _open(handles, path)[name][()]
+    except OSError as error:  # HDF5 names neither file nor dataset ("Can't synchronously read")
+        raise InputError(path, f"{name}: cannot read, the shard is corrupted: {error}") from error
+
+
 def _clip_samples(handles, faces_path, mels_path, clip, *, samples_options,
                   steps_per_frame) -> sample_rules.ClipSamples:
     faces = _open(handles, faces_path)[f"clips/{clip}"]
@@ -200,7 +208,7 @@ def pack_split(split: str, clips_tsv: str | os.PathLike, faces_paths: list[str |
                                        steps_per_frame=steps_per_frame)
                 kept = result.kept
                 group = handles[plan.faces_path][f"clips/{plan.clip}"]
-                crops = group["crops"][()][kept]
+                crops = _read(handles, plan.faces_path, f"clips/{plan.clip}/crops")[kept]
                 frames = group["frames"][()][kept]
                 c0, c1 = crop_starts[k], crop_starts[k] + crop_counts[k]
                 if layout == "raw":
@@ -216,7 +224,7 @@ def pack_split(split: str, clips_tsv: str | os.PathLike, faces_paths: list[str |
                 crop_clip[c0:c1] = k
                 crop_frame[c0:c1] = frames
                 mel = np.ascontiguousarray(
-                    handles[plan.mels_path][f"clips/{plan.clip}/mel"][()].T, dtype=mels.dtype)
+                    _read(handles, plan.mels_path, f"clips/{plan.clip}/mel").T, dtype=mels.dtype)
                 mels[mel_starts[k]:mel_starts[k] + mel_counts[k]] = mel
                 streamed["mels"].update(mel)
 
