@@ -226,3 +226,24 @@ def test_an_output_folder_that_is_an_input_folder_is_refused(reference, tmp_path
     with pytest.raises(LipsyncError, match="refusing to overwrite an input"):
         score_videos(reference, tmp_path, reference, options=PIXELS)
     assert sorted(p.name for p in reference.iterdir()) == before
+
+
+def test_metrics_without_their_weights_are_n_a_without_errors_or_tracebacks(
+        grid_samples, tmp_path, monkeypatch, caplog):
+    """The default metrics on a machine without the Inception weights or a sync expert: those
+    metrics are n/a with the reason, the pixel metrics are scored, and nothing is logged as an
+    ERROR (the weights' absence is expected, not a failure to debug)."""
+    monkeypatch.chdir(tmp_path)  # the default weight paths (results/weights/...) do not exist
+    frames, fps = decode.read_video(grid_samples / "bbaf2n.mpg")
+    audio = decode.read_audio(grid_samples / "bbaf2n.mpg", 44100)[:44100]
+    write_video(tmp_path / "videos" / "bbaf2n.mp4", frames[:25], fps, audio, 44100,
+                options={"lossless": True})
+    # The default metrics that need weights, and SSIM (csim and lmd, also defaults, need none
+    # and take most of a minute on 2 loaded cores).
+    evaluate = {"metrics": ["ssim", "fid", "kid", "lse"]}
+    summary = score_videos(tmp_path / "videos", tmp_path / "videos", tmp_path / "scored",
+                           options={"faces": FACES, "evaluate": evaluate})
+    metrics = summary["metrics"]
+    assert metrics["ssim"]["failed"] is None and "weights" in str(metrics["fid"]["failed"])
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert "Traceback" not in caplog.text
