@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--hd-generator", default="identity", choices=("identity", "lipgan"))
     parser.add_argument("--skip-stages", action="store_true", help="only the memory table")
+    parser.add_argument("--skip-memory", action="store_true", help="only the stage table")
     parser.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -173,7 +174,8 @@ def main() -> None:
         generator = make_generator(folder / "generator.pt", args.width)
         if not args.skip_stages:
             stage_table(folder, args, generator)
-        memory_table(folder, args, generator)
+        if not args.skip_memory:
+            memory_table(folder, args, generator)
 
 
 if __name__ == "__main__":

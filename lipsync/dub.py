@@ -1,9 +1,12 @@
 """`lipsync dub`: any face video or photo plus any audio in, a lip-synced video out.
 
-Stages: decode (face frames, and the audio at 16 kHz for the mels and at the muxing rate), detect
-(the pipeline's detector and tracker), generate (batched, 96x96, LipGAN's input: the frame's own
-face as reference ++ that face with its lower half masked), blend (the generated lower half
-resized into the face box under a feathered mask) and encode (lipsync.media).
+Phases: prepare (every option, path and the output checked before any decode; an output that is
+an input is refused), the audio (16 kHz for the mels, the muxing rate for the track), track (a
+first pass over the face video in chunks: detector and tracker, only the boxes kept), then a
+second pass in chunks of `dub.batch_size` frames: crop, generate (96x96, LipGAN's input: the
+frame's own face as reference ++ that face with its lower half masked), blend (the generated lower
+half resized into the face box under a feathered mask) and encode (lipsync.media). Memory is
+bounded by the chunk, not the video's length (lipsync.data.stream).
 
 Timing: the output keeps the face video's frame rate (a photo gets `dub.still_fps`); output frame
 k shows source frame pingpong(k) and hears the mel window centred on its time k / fps, so any frame
