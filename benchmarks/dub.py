@@ -91,6 +91,11 @@ def run_case(face: str, audio: str, generator: str, options: str, threads: int) 
     from lipsync import dub
 
     torch.set_num_threads(threads)
+    # Warm-up, not measured: librosa's lazy import inside the first mel spectrogram (seconds on a
+    # loaded machine), as a long-running process would have paid it already.
+    from lipsync.data.audio import AUDIO_DEFAULTS, melspectrogram
+
+    melspectrogram(np.zeros(16000, np.float32), AUDIO_DEFAULTS)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         record = dub.dub(generator, face, audio, Path(tmp) / "out.mp4",

@@ -33,7 +33,6 @@ from lipsync.provenance import describe
 log = get_logger(__name__)
 
 
-
 class StringsOption(Option):
     """An Option whose value is a list of strings (lipsync.options lists hold numbers)."""
 
