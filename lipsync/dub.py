@@ -374,8 +374,9 @@ def dubbed_frames(job: Job, model, video: stream.VideoTrack, plan: Plan, timer: 
         since = timer.add("decode", since)
         with_face = np.flatnonzero(has_face[sources])
         if len(with_face):
-            crops = face_tracks.crop_faces(np.stack([chunk[i] for i in with_face]),
-                                           boxes[sources[with_face]], plan.image_size)
+            # Frame by frame: stacking the chunk's frames for one call would copy them all.
+            crops = np.stack([face_tracks.crop_faces(chunk[i][None], boxes[sources[i]][None],
+                                                     plan.image_size)[0] for i in with_face])
             since = timer.add("detect", since)
             mels = np.stack([plan.mel[:, s:s + plan.mel_window]
                              for s in plan.mel_starts[start:start + batch_size][with_face]])

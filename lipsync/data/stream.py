@@ -54,19 +54,21 @@ def track_video(path: str | os.PathLike, detector: detectors.Detector, faces: di
     of CHUNK_FRAMES; the same boxes as faces.face_track on the whole decoded video."""
     every = max(1, int(faces["detect_every"]))
     candidates: list = []
-    batch: list[np.ndarray] = []
+    batch, filled = None, 0  # one preallocated chunk: a list then np.stack would hold it twice
     last, count = None, 0
     for index, frame in enumerate(iter_frames(path)):
         last, count = frame, index + 1
         if index % every == 0:
-            batch.append(frame)
-            if len(batch) == CHUNK_FRAMES:
-                candidates += detector.detect(np.stack(batch))
-                batch = []
+            if batch is None:
+                batch = np.empty((CHUNK_FRAMES, *frame.shape), np.uint8)
+            batch[filled], filled = frame, filled + 1
+            if filled == CHUNK_FRAMES:
+                candidates += detector.detect(batch)
+                filled = 0
     if (count - 1) % every:  # sampled_frames adds the last frame so nothing is extrapolated
-        batch.append(last)
-    if batch:
-        candidates += detector.detect(np.stack(batch))
+        batch[filled], filled = last, filled + 1
+    if filled:
+        candidates += detector.detect(batch[:filled])
     height, width = last.shape[:2]
     track = face_tracks.track_from_candidates(candidates, count, width, height, faces)
     return VideoTrack(count, video_fps(path), height, width, track)
