@@ -30,10 +30,10 @@ def section_tables() -> dict[str, Table]:
     from lipsync import train_options
     from lipsync.analysis import agreement
     from lipsync.data import audio, corpus, faces, pack, samples, splits
-    from lipsync.metrics import bootstrap, registry, score
-    from lipsync.models import registry as models
     from lipsync.lipread import train as lipread_train
+    from lipsync.metrics import bootstrap, registry, score
     from lipsync.models import lipreader, syncnet
+    from lipsync.models import registry as models
     from lipsync.report import figures
     from lipsync.sync import train as sync_train
 

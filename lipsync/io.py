@@ -86,3 +86,25 @@ def sha256_file(path: str | os.PathLike, block_size: int = 1 << 20) -> str:
         while block := handle.read(block_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when `a` and `b` name one file: the same path, a symlink to it, or a hard link."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)  # same device and inode: symlinks followed, hard links too
+    return a.resolve() == b.resolve()
+
+
+def refuse_overwriting(outputs: dict[str, str | os.PathLike],
+                       inputs: dict[str, str | os.PathLike]) -> None:
+    """Raise LipsyncError when an output (by role) is one of the inputs, before any work is done:
+    writing it would destroy the user's file."""
+    from lipsync.errors import LipsyncError
+
+    for out_role, out in outputs.items():
+        for in_role, source in inputs.items():
+            if same_file(out, source):
+                raise LipsyncError(f"{out_role} {out} is the {in_role} input {source} (the same "
+                                   "file, a link to it or a hard link); refusing to overwrite an "
+                                   "input: choose another output path")

@@ -18,20 +18,51 @@ import numpy as np
 
 from lipsync.errors import LipsyncError
 from lipsync.io import atomic_path
+from lipsync.options import Option, defaults, resolve
 
-# Config section dub.encode; the schema repeats these (tested equal).
-ENCODE_DEFAULTS = {
-    "codec": "auto",  # libx264 when PyAV's FFmpeg has it, else mpeg4 (both play widely)
-    "crf": 18,  # x264's visually-lossless-ish default for archival quality; ignored by mpeg4
-    "preset": "medium",
-    "lossless": False,  # libx264rgb qp 0: exact RGB, larger files, not browser-playable
-    "audio_codec": "aac",
-    "audio_bitrate": 128000,
-    "audio_sample_rate": 44100,  # the muxed track; the model's mels always use 16 kHz
+# Config section dub.encode: one Option per key (lipsync.options), checked before any decode.
+ENCODE_OPTIONS = {
+    "codec": Option("auto", str, "video codec; auto: libx264 when PyAV's FFmpeg has it, else "
+                    "mpeg4 (both play widely)"),
+    "crf": Option(18, int, "x264's constant rate factor; 18 is visually-lossless-ish archival "
+                  "quality; ignored by mpeg4", minimum=0, maximum=51),
+    "preset": Option("medium", str, "x264 speed/size preset"),
+    "lossless": Option(False, bool, "libx264rgb qp 0: exact RGB, larger files, not "
+                       "browser-playable (for tests and scoring)"),
+    "audio_codec": Option("aac", str, "codec of the muxed audio track"),
+    "audio_bitrate": Option(128000, int, "bits per second of the audio track", minimum=8000),
+    "audio_sample_rate": Option(44100, int, "sample rate of the muxed track; the model's mels "
+                                "always use 16 kHz", minimum=8000, maximum=192000),
 }
+ENCODE_DEFAULTS = defaults(ENCODE_OPTIONS)
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
 # Fallbacks in order of how widely they play.
 _PLAYABLE_CODECS = ("libx264", "h264", "mpeg4")
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+def resolve_encode(options: dict | None, where: str = "dub.encode") -> dict:
+    """Encode options with defaults, each checked (range, codec available) before any work."""
+    options = resolve(ENCODE_OPTIONS, options, where)
+    if options["preset"] not in X264_PRESETS:
+        raise LipsyncError(f"{where}.preset: {options['preset']!r}: must be one of "
+                           f"{', '.join(X264_PRESETS)}")
+    if options["audio_codec"] not in av.codecs_available:
+        raise LipsyncError(f"{where}.audio_codec: {options['audio_codec']!r} is not available "
+                           "in PyAV's FFmpeg")
+    pick_codec(options)
+    return options
+
+
+def container_format(path: str | os.PathLike) -> str:
+    """The container FFmpeg writes for `path`'s suffix; an unsupported suffix is an error."""
+    path = Path(path)
+    found = _FORMATS.get(path.suffix.lower())
+    if found is None:
+        raise LipsyncError(f"{path}: cannot write a {path.suffix or 'suffix-less'!r} video; "
+                           f"name it with one of {', '.join(sorted(_FORMATS))}")
+    return found
 
 
 def pick_codec(options: dict) -> tuple[str, str, dict[str, str]]:
@@ -70,10 +101,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     """
     options = {**ENCODE_DEFAULTS, **(options or {})}
     path = Path(path)
-    container_format = _FORMATS.get(path.suffix.lower())
-    if container_format is None:
-        raise LipsyncError(f"{path}: unknown output container {path.suffix!r}; use one of "
-                           f"{', '.join(sorted(_FORMATS))}")
+    muxer = container_format(path)
     codec, pixel_format, codec_options = pick_codec(options)
     # 29.97 fps is 30000/1001: keep such rates exact instead of rounding to 30.
     rate = Fraction(fps).limit_denominator(1001)
@@ -85,7 +113,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         raise LipsyncError(f"{path}: no frames to encode")
     prepare = even_size if pixel_format == "yuv420p" else np.ascontiguousarray
     first = prepare(first)
-    with atomic_path(path) as tmp, av.open(str(tmp), "w", format=container_format) as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format=muxer) as container:
         video = container.add_stream(codec, rate=rate, options=codec_options)
         video.height, video.width = first.shape[:2]
         video.pix_fmt = pixel_format

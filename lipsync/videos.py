@@ -17,46 +17,63 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from lipsync.data import decode, detectors, integrity
+from lipsync.data import decode, detectors, integrity, stream
 from lipsync.data import faces as face_tracks
 from lipsync.data import samples as sample_rules
 from lipsync.data.audio import AUDIO_DEFAULTS, fit_length, melspectrogram
+from lipsync.dub import check_faces
 from lipsync.errors import InputError, LipsyncError
-from lipsync.io import atomic_path, write_json, write_tsv
+from lipsync.io import atomic_path, refuse_overwriting, write_json, write_tsv
 from lipsync.logs import get_logger
 from lipsync.metrics import score
+from lipsync.options import Option, defaults, resolve
 from lipsync.progress import progress
 from lipsync.provenance import describe
 
 log = get_logger(__name__)
 
-# Options of score-videos itself (the `videos` part of --options).
-VIDEOS_DEFAULTS = {
-    # Where the generated frames are cropped: at the reference video's face boxes (`reference`,
-    # mapped by time and scaled to the generated resolution) or at boxes detected in the generated
-    # video itself (`own`). `reference` is the default because SSIM and PSNR compare pixels at the
-    # same place: systems that paste a mouth into the input frame (LipGAN, Wav2Lip, MuseTalk) keep
-    # its geometry, and a box detected afresh jitters by pixels, which alone lowers SSIM.
-    "boxes": "reference",
-    "suffixes": [".mp4", ".mpg", ".mpeg", ".mov", ".mkv", ".avi", ".webm", ".m4v"],
-    "mel_window": sample_rules.DEFAULTS["mel_window"],
+
+class StringsOption(Option):
+    """An Option whose value is a list of strings (lipsync.options lists hold numbers)."""
+
+    def problem(self, value) -> str | None:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            return "must be a list of strings"
+        return None
+
+
+# Options of score-videos itself (the `videos` part of --options), checked before any decode.
+VIDEOS_OPTIONS = {
+    # At the reference's boxes, SSIM and PSNR compare pixels at the same place: systems that paste
+    # a mouth into the input frame (LipGAN, Wav2Lip, MuseTalk) keep its geometry, and a box
+    # detected afresh jitters by pixels, which alone lowers SSIM. A generated video whose picture
+    # moved (rescale, crop, padding, shift) is cropped at its own boxes instead (choose_boxes).
+    "boxes": Option("reference", str, "where generated frames are cropped: reference (the "
+                    "reference video's face boxes, mapped by time and scaled) or own (boxes "
+                    "detected in the generated video)"),
+    "suffixes": StringsOption([".mp4", ".mpg", ".mpeg", ".mov", ".mkv", ".avi", ".webm", ".m4v"],
+                              list, "file suffixes that count as videos"),
+    "mel_window": Option(sample_rules.DEFAULTS["mel_window"], int,
+                         "mel steps per sample window", minimum=1),
 }
+VIDEOS_DEFAULTS = defaults(VIDEOS_OPTIONS)
 VIDEO_COLUMNS = ["video", "status", "reason", "reference_frames", "generated_frames",
                  "reference_fps", "generated_fps", "aligned_frames", "samples",
-                 "reference_face_frames", "generated_face_frames"]
+                 "reference_face_frames", "generated_face_frames", "boxes"]
 
 
 def resolve_options(options: dict | None) -> dict:
+    """{"faces", "audio", "evaluate", "videos"} with defaults, checked before any decode."""
     options = options or {}
     unknown = sorted(set(options) - {"faces", "audio", "evaluate", "videos"})
     if unknown:
         raise LipsyncError(f"unknown score-videos option section(s) {', '.join(unknown)}; "
                            "known: audio, evaluate, faces, videos")
-    videos = {**VIDEOS_DEFAULTS, **(options.get("videos") or {})}
+    videos = resolve(VIDEOS_OPTIONS, options.get("videos"), "videos")
     if videos["boxes"] not in ("reference", "own"):
         raise LipsyncError(f"videos.boxes must be reference or own, not {videos['boxes']!r}")
-    return {"faces": face_tracks._merged(face_tracks.FACES_DEFAULTS, options.get("faces")),
-            "audio": {**AUDIO_DEFAULTS, **(options.get("audio") or {})},
+    faces = check_faces(face_tracks._merged(face_tracks.FACES_DEFAULTS, options.get("faces")))
+    return {"faces": faces, "audio": {**AUDIO_DEFAULTS, **(options.get("audio") or {})},
             "evaluate": dict(options.get("evaluate") or {}), "videos": videos}
 
 
@@ -76,11 +93,13 @@ def list_videos(folder: str | os.PathLike, suffixes: list[str]) -> dict[str, Pat
 
 @dataclass
 class Side:
-    """One decoded, tracked video with its mel spectrogram."""
+    """One video after its first pass: size, rate, face track and mel spectrogram (no frames)."""
 
     path: Path
-    frames: np.ndarray
+    frames: int
     fps: float
+    height: int
+    width: int
     mel: np.ndarray  # n_mels x T, the audio fitted to the video's duration
     boxes: np.ndarray
     detected: np.ndarray
@@ -100,17 +119,62 @@ class Pair:
 
 
 def _side(path: Path, detector, faces: dict, audio: dict) -> Side:
-    frames, fps = decode.read_video(path)
-    if not fps:
+    video = stream.track_video(path, detector, faces)
+    if not video.fps:
         raise InputError(path, "video declares no frame rate")
+    if video.track is None:
+        raise InputError(path, f"no face found in any of its {video.frames} frames")
     sample_rate = int(audio["sample_rate"])
     wav = decode.read_audio(path, sample_rate)
-    wav = fit_length(wav, int(round(len(frames) / fps * sample_rate)))
-    track = face_tracks.face_track(frames, detector, faces)
-    if track is None:
-        raise InputError(path, f"no face found in any of its {len(frames)} frames")
-    return Side(path, frames, float(fps), melspectrogram(wav, audio), track.boxes,
-                np.asarray(track.detected, bool))
+    wav = fit_length(wav, int(round(video.frames / video.fps * sample_rate)))
+    return Side(path, video.frames, float(video.fps), video.height, video.width,
+                melspectrogram(wav, audio), video.track.boxes,
+                np.asarray(video.track.detected, bool))
+
+
+def _crops(side: Side, frames: np.ndarray, box_sets: list[np.ndarray], size: int
+           ) -> list[np.ndarray]:
+    """Face crops of `side` at its (non-decreasing) `frames`, one array per set of boxes, from one
+    more pass over the video that holds one frame at a time."""
+    crops = [np.empty((len(frames), size, size, 3), dtype=np.uint8) for _ in box_sets]
+    for i, frame in enumerate(stream.frames_in_order(side.path, frames)):
+        for out, boxes in zip(crops, box_sets, strict=True):
+            out[i] = face_tracks.crop_faces(frame[None], boxes[i:i + 1], size)[0]
+    return crops
+
+
+def _upper_face_error(reference: np.ndarray, generated: np.ndarray) -> float:
+    """Mean absolute difference of the crops' upper halves, which lip-sync systems leave alone:
+    small when two crops show the same face at the same place and scale."""
+    half = reference.shape[1] // 2
+    return float(np.abs(reference[:, :half].astype(np.int16)
+                        - generated[:, :half].astype(np.int16)).mean())
+
+
+def choose_boxes(reference_crops: np.ndarray, generated_crops: dict[str, np.ndarray],
+                 ref: Side, gen: Side) -> tuple[str, str]:
+    """Which generated crops ("reference": at the reference's boxes scaled to the generated
+    frame; "own": at the generated video's own boxes) show the reference's face where the
+    reference crops do, and a note unless the geometry is plainly the same.
+
+    A rescale, crop or padding (another frame size) or a shifted picture (the same size) moves the
+    face against the reference's boxes; the upper half of the face, which lip-sync leaves as it
+    was, then differs more at the reference's boxes than at the generated video's own.
+    """
+    errors = {name: _upper_face_error(reference_crops, crops)
+              for name, crops in generated_crops.items()}
+    choice = min(errors, key=lambda name: (errors[name], name != "reference"))
+    same_size = (gen.width, gen.height) == (ref.width, ref.height)
+    if "reference" not in errors or (same_size and choice == "reference"):
+        return choice, ""
+    where = ("cropped at the reference's boxes scaled to it" if choice == "reference"
+             else "cropped at faces detected in the generated video")
+    geometry = (f"generated frames are {gen.width}x{gen.height}, the reference's "
+                f"{ref.width}x{ref.height} (rescaled, cropped or padded)" if not same_size
+                else "the generated picture moved against the reference")
+    return choice, (f"{geometry}: {where} (upper-face mean absolute difference to the reference "
+                    f"crops {errors['reference']:.1f} at the reference's boxes, "
+                    f"{errors['own']:.1f} at its own)")
 
 
 def _mel_starts(frames: np.ndarray, fps: float, mel: np.ndarray, audio: dict, window: int
@@ -131,7 +195,7 @@ def align_by_time(n_reference: int, reference_fps: float, n_generated: int,
 
 
 def prepare_pair(name: str, reference: Path, generated: Path, detector, options: dict) -> Pair:
-    """Decode, track, align and crop one pair; problems give a Pair with status `excluded`."""
+    """Track, align and crop one pair; problems give a Pair with status `excluded`."""
     faces, audio, videos = options["faces"], options["audio"], options["videos"]
     row = {"video": name, "status": "ok", "reason": ""}
     pair = Pair(name, row)
@@ -141,42 +205,54 @@ def prepare_pair(name: str, reference: Path, generated: Path, detector, options:
     except InputError as error:
         row.update(status="excluded", reason=str(error))
         return pair
-    matched = align_by_time(len(ref.frames), ref.fps, len(gen.frames), gen.fps)
+    matched = align_by_time(ref.frames, ref.fps, gen.frames, gen.fps)
+    gen_detected = np.where(matched >= 0, gen.detected[np.clip(matched, 0, None)], False)
     usable = (matched >= 0) & ref.detected
     if videos["boxes"] == "own":
-        usable &= np.where(matched >= 0, gen.detected[np.clip(matched, 0, None)], False)
-    frames = np.flatnonzero(usable)
-    row.update(reference_frames=len(ref.frames), generated_frames=len(gen.frames),
+        usable &= gen_detected
+    row.update(reference_frames=ref.frames, generated_frames=gen.frames,
                reference_fps=ref.fps, generated_fps=gen.fps,
-               aligned_frames=int((matched >= 0).sum()), samples=len(frames),
+               aligned_frames=int((matched >= 0).sum()),
                reference_face_frames=int(ref.detected.sum()),
                generated_face_frames=int(gen.detected.sum()))
     notes = []
-    if len(ref.frames) != len(gen.frames) or abs(ref.fps - gen.fps) > 1e-3:
-        notes.append(f"reference {len(ref.frames)} frames at {ref.fps:g} fps, generated "
-                     f"{len(gen.frames)} at {gen.fps:g} fps: aligned by time, "
+    if ref.frames != gen.frames or abs(ref.fps - gen.fps) > 1e-3:
+        notes.append(f"reference {ref.frames} frames at {ref.fps:g} fps, generated "
+                     f"{gen.frames} at {gen.fps:g} fps: aligned by time, "
                      f"{int((matched < 0).sum())} reference frames without a generated one")
-    if not len(frames):
+    if usable.any():
+        notes += _crop_pair(pair, ref, gen, np.flatnonzero(usable), matched, gen_detected,
+                            options)
+    row.update(samples=0 if pair.frames is None else len(pair.frames),
+               reason="; ".join(notes))
+    if not row["samples"]:
         row.update(status="excluded", reason="; ".join(notes + ["no frame with a face on both "
                                                                  "sides"]))
-        return pair
-    size = int(faces["image_size"])
-    generated_frames = matched[frames]
-    if videos["boxes"] == "reference":
-        scale = np.array([gen.frames.shape[2] / ref.frames.shape[2],
-                          gen.frames.shape[1] / ref.frames.shape[1]] * 2)
-        boxes = ref.boxes[frames] * scale
-    else:
-        boxes = gen.boxes[generated_frames]
-    pair.reference_crops = face_tracks.crop_faces(ref.frames[frames], ref.boxes[frames], size)
-    pair.generated_crops = face_tracks.crop_faces(gen.frames[generated_frames], boxes, size)
-    window = int(videos["mel_window"])
+    return pair
+
+
+def _crop_pair(pair: Pair, ref: Side, gen: Side, frames: np.ndarray, matched: np.ndarray,
+               gen_detected: np.ndarray, options: dict) -> list[str]:
+    """Fill `pair`'s crops and mel starts; the notes on where the generated side was cropped."""
+    size, audio = int(options["faces"]["image_size"]), options["audio"]
+    reference_crops = _crops(ref, frames, [ref.boxes[frames]], size)[0]
+    candidates = {"own": gen.boxes[matched[frames]]}
+    if options["videos"]["boxes"] == "reference":
+        scale = np.array([gen.width / ref.width, gen.height / ref.height] * 2)
+        candidates["reference"] = ref.boxes[frames] * scale
+    crops = dict(zip(candidates, _crops(gen, matched[frames], list(candidates.values()), size),
+                     strict=True))
+    choice, note = choose_boxes(reference_crops, crops, ref, gen)
+    pair.row["boxes"] = choice
+    keep = gen_detected[frames] if choice == "own" else np.ones(len(frames), bool)
+    frames, generated_frames = frames[keep], matched[frames][keep]
+    window = int(options["videos"]["mel_window"])
     pair.frames = frames
+    pair.reference_crops, pair.generated_crops = reference_crops[keep], crops[choice][keep]
     pair.reference_mel, pair.generated_mel = ref.mel, gen.mel
     pair.reference_mel_starts = _mel_starts(frames, ref.fps, ref.mel, audio, window)
     pair.generated_mel_starts = _mel_starts(generated_frames, gen.fps, gen.mel, audio, window)
-    row["reason"] = "; ".join(notes)
-    return pair
+    return [note] if note else []
 
 
 def _write_sets(pairs: list[Pair], speaker: str, test_set: Path, generated: Path, run: str,
@@ -243,6 +319,7 @@ def score_videos(generated: str | os.PathLike, reference: str | os.PathLike,
     """
     options = resolve_options(options)
     output = Path(output)
+    refuse_overwriting({"--output": output}, {"--generated": generated, "--reference": reference})
     run = run or Path(generated).resolve().name
     suffixes = [s.lower() for s in options["videos"]["suffixes"]]
     generated_videos = list_videos(generated, suffixes)

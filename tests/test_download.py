@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import re
 import socket
@@ -133,17 +134,35 @@ def test_a_transfer_cut_off_midway_is_resumed_with_range(server, tmp_path):
     assert second == ("/a.zip", "bytes=100000-", 206)
 
 
+def left_part(folder, url: str, data: bytes, etag: str | None = None) -> None:
+    """A .part and its .validator as an earlier, killed run leaves them."""
+    (folder / "a.zip.part").write_bytes(data)
+    (folder / "a.zip.part.validator").write_text(json.dumps(
+        {"url": url, "etag": etag, "last_modified": None}))
+
+
 def test_a_part_file_left_by_an_earlier_run_is_continued(server, tmp_path):
     server.files["/a.zip"] = PAYLOAD
     output = tmp_path / "a.zip"
-    (tmp_path / "a.zip.part").write_bytes(PAYLOAD[:123_456])
+    left_part(tmp_path, server.url("/a.zip"), PAYLOAD[:123_456])
     assert download.fetch(server.url("/a.zip"), output) == PAYLOAD_SHA
     assert server.requests_for("/a.zip") == [("/a.zip", "bytes=123456-", 206)]
 
 
+def test_a_part_file_without_its_validator_starts_over(server, tmp_path):
+    """Nothing says which version such a .part holds: resumed onto a changed file it would give
+    bytes that match neither version."""
+    server.files["/a.zip"], server.etags["/a.zip"] = NEW_PAYLOAD, '"v2"'
+    (tmp_path / "a.zip.part").write_bytes(PAYLOAD[:123_456])
+    digest = download.fetch(server.url("/a.zip"), tmp_path / "a.zip")
+    assert (tmp_path / "a.zip").read_bytes() == NEW_PAYLOAD
+    assert digest == hashlib.sha256(NEW_PAYLOAD).hexdigest()
+    assert server.requests_for("/a.zip") == [("/a.zip", None, 200)]
+
+
 def test_a_complete_part_file_is_accepted_when_the_server_has_nothing_more(server, tmp_path):
     server.files["/a.zip"] = PAYLOAD
-    (tmp_path / "a.zip.part").write_bytes(PAYLOAD)
+    left_part(tmp_path, server.url("/a.zip"), PAYLOAD)
     assert download.fetch(server.url("/a.zip"), tmp_path / "a.zip") == PAYLOAD_SHA
     assert [r[2] for r in server.requests_for("/a.zip")] == [416]
 

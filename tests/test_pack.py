@@ -141,3 +141,22 @@ def test_a_corrupt_jpeg_crop_is_an_input_error_naming_file_and_crop():
 
     with pytest.raises(InputError, match=r"train\.h5.*crop 7 of /faces is not a decodable JPEG"):
         decode_crop(np.frombuffer(b"\xff\xd8 not a jpeg", np.uint8), "train.h5", 7)
+
+
+def test_a_corrupted_face_shard_is_an_input_error_naming_the_file(tmp_path):
+    """Bytes of a clip's gzip chunk overwritten (a bad disk, a copy cut short inside the file):
+    HDF5 says only "Can't synchronously read data"; pack names the shard and the clip."""
+    shards = make_shard_files(tmp_path, clips=2, image_size=8)
+    faces = shards.faces[0]
+    with h5py.File(faces, "a") as handle:
+        crops = handle["clips/c001/crops"][()]
+        del handle["clips/c001/crops"]
+        handle.create_dataset("clips/c001/crops", data=crops, chunks=crops.shape,
+                              compression="gzip")
+        chunk = handle["clips/c001/crops"].id.get_chunk_info(0)
+    with open(faces, "r+b") as raw:
+        raw.seek(chunk.byte_offset)
+        raw.write(b"\xff" * chunk.size)
+    with pytest.raises(InputError, match="c001") as error:
+        pack(tmp_path, shards)
+    assert str(faces) in str(error.value) and not (tmp_path / "full.h5").exists()

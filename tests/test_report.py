@@ -216,3 +216,13 @@ def test_each_trained_system_is_set_against_the_identity_copy_metric_by_metric()
     assert lines == ["**lipgan-small** (lipgan, 384 training samples): beats the identity copy "
                      "on lmd 1.50 vs 2.00; not on ssim 0.500 vs 0.800"]
     assert tables.identity_comparison(summaries[1:]) == []  # no identity copy scored
+
+
+def test_the_identity_copys_fid_is_explained_in_its_notes():
+    """FID 0.00 for the identity copy is the study's point, not a result: the row says why."""
+    identity = _summary("identity", 0.8, 2.0)
+    identity["metrics"]["fid"] = {"columns": {"fid": {"value": 0.0, "higher_is_better": False,
+                                                      "decimals": 2}}}
+    _, display = tables.metrics_table([identity, _summary("lipgan-small", 0.5, 1.5, 384)])
+    assert "FID cannot tell from the real faces" in display.loc[0, "notes"]
+    assert "FID" not in display.loc[1, "notes"]

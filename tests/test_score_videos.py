@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,3 +171,79 @@ def test_generated_frames_can_be_cropped_at_their_own_detected_boxes(reference, 
     assert summary["preprocessing"]["videos"]["boxes"] == "own"
     with pytest.raises(LipsyncError, match="videos.boxes"):
         score_videos(reference, reference, tmp_path / "bad", options={"videos": {"boxes": "x"}})
+
+
+def _moved(frames: np.ndarray, how: str) -> np.ndarray:
+    """`frames` with their geometry changed as other systems' outputs change it."""
+    if how == "cropped":  # centre square, as systems that work on square frames return it
+        return frames[:, :, 36:324]
+    if how == "padded":  # borders on every side, the aspect ratio kept
+        return np.pad(frames, ((0, 0), (16, 16), (20, 20), (0, 0)))
+    if how == "rescaled":
+        return np.stack([cv2.resize(f, (180, 144), interpolation=cv2.INTER_AREA) for f in frames])
+    return np.pad(frames, ((0, 0), (0, 0), (24, 0), (0, 0)))[:, :, :360]  # shifted, same size
+
+
+@pytest.mark.parametrize("how,boxes", [("cropped", "own"), ("padded", "own"),
+                                       ("rescaled", "reference"), ("shifted", "own")])
+def test_a_copy_with_other_geometry_is_cropped_where_its_face_is_and_flagged(
+        grid_samples, tmp_path, how, boxes):
+    """A copy of the reference cropped, padded, rescaled or shifted is a pixel copy of its face:
+    the reference's boxes, scaled per axis, cut the wrong region (the centre crop scored SSIM 0.50
+    as `ok` with no note); the generated side must be cropped where its face is, and the pair's
+    reason says what was done. 25 frames keep it at ~2 s."""
+    frames, fps = decode.read_video(grid_samples / "bbaf2n.mpg")
+    frames = frames[:25]
+    audio = decode.read_audio(grid_samples / "bbaf2n.mpg", 44100)[:44100]
+    for folder, video in (("reference", frames), ("generated", _moved(frames, how))):
+        write_video(tmp_path / folder / "bbaf2n.mp4", video, fps, audio, 44100,
+                    options={"lossless": True})
+    score_videos(tmp_path / "generated", tmp_path / "reference", tmp_path / "scored",
+                 options=PIXELS)
+    videos = pd.read_csv(tmp_path / "scored" / "videos.tsv", sep="\t")
+    scores = pd.read_csv(tmp_path / "scored" / "scores.tsv", sep="\t")
+    assert videos["status"].tolist() == ["ok"] and videos["boxes"].tolist() == [boxes]
+    assert ("rescaled, cropped or padded" if how != "shifted" else "moved") in videos["reason"][0]
+    # Measured mean SSIM: cropped 0.931, padded 0.945, rescaled 0.961, shifted 0.887 (at the
+    # reference's scaled boxes, as before: 0.50, 0.46, 0.96, 0.22, all `ok` with no reason);
+    # 0.8 leaves a margin of 0.08.
+    assert scores["ssim"].mean() > 0.8
+
+
+@pytest.mark.parametrize("options,named", [({"videos": {"mel_window": 0}}, "videos.mel_window"),
+                                           ({"faces": {"image_size": 0}}, "faces.image_size"),
+                                           ({"videos": {"suffixes": ".mp4"}}, "videos.suffixes")])
+def test_bad_options_are_refused_by_name_before_any_decode(reference, tmp_path, monkeypatch,
+                                                           options, named):
+    monkeypatch.setattr(decode, "_open", lambda path: pytest.fail(f"{path} opened"))
+    with pytest.raises(LipsyncError, match=named.replace(".", r"\.")):
+        score_videos(reference, reference, tmp_path / "scored", options=options)
+    assert not (tmp_path / "scored").exists()
+
+
+def test_an_output_folder_that_is_an_input_folder_is_refused(reference, tmp_path):
+    before = sorted(p.name for p in reference.iterdir())
+    with pytest.raises(LipsyncError, match="refusing to overwrite an input"):
+        score_videos(reference, tmp_path, reference, options=PIXELS)
+    assert sorted(p.name for p in reference.iterdir()) == before
+
+
+def test_metrics_without_their_weights_are_n_a_without_errors_or_tracebacks(
+        grid_samples, tmp_path, monkeypatch, caplog):
+    """The default metrics on a machine without the Inception weights or a sync expert: those
+    metrics are n/a with the reason, the pixel metrics are scored, and nothing is logged as an
+    ERROR (the weights' absence is expected, not a failure to debug)."""
+    monkeypatch.chdir(tmp_path)  # the default weight paths (results/weights/...) do not exist
+    frames, fps = decode.read_video(grid_samples / "bbaf2n.mpg")
+    audio = decode.read_audio(grid_samples / "bbaf2n.mpg", 44100)[:44100]
+    write_video(tmp_path / "videos" / "bbaf2n.mp4", frames[:25], fps, audio, 44100,
+                options={"lossless": True})
+    # The default metrics that need weights, and SSIM (csim and lmd, also defaults, need none
+    # and take most of a minute on 2 loaded cores).
+    evaluate = {"metrics": ["ssim", "fid", "kid", "lse"]}
+    summary = score_videos(tmp_path / "videos", tmp_path / "videos", tmp_path / "scored",
+                           options={"faces": FACES, "evaluate": evaluate})
+    metrics = summary["metrics"]
+    assert metrics["ssim"]["failed"] is None and "weights" in str(metrics["fid"]["failed"])
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert "Traceback" not in caplog.text

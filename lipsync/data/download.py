@@ -45,10 +45,11 @@ def fetch(
     with an HTTP Range request (a server that ignores Range makes it start over). The ETag or
     Last-Modified of the response that started the `.part` is kept beside it (`.part.validator`)
     and sent as If-Range, so a file that changed on the server since is downloaded from zero
-    instead of being spliced onto the old bytes. Failed attempts
-    are retried `retries` times with exponential backoff; an attempt that made progress does not
-    use up a retry. The file is renamed onto `output` only once its size matches Content-Length
-    and its sha256 matches `sha256` (when given); on a mismatch the `.part` is deleted.
+    instead of being spliced onto the old bytes; a `.part` without its `.validator` starts over
+    too, since nothing says which version it holds. Failed attempts are retried `retries` times
+    with exponential backoff; an attempt that made progress does not use up a retry. The file is
+    renamed onto `output` only once its size matches Content-Length and its sha256 matches
+    `sha256` (when given); on a mismatch the `.part` is deleted.
     """
     output = os.fspath(output)
     part = output + ".part"
@@ -101,11 +102,10 @@ def _read_validator(part: str) -> dict:
 
 def _write_validator(part: str, url: str, headers) -> None:
     """Record what identifies the version of the file the `.part` holds (RFC 9110 validators)."""
-    etag, modified = headers.get("ETag"), headers.get("Last-Modified")
-    if etag or modified:
-        write_json(_validator_path(part), {"url": url, "etag": etag, "last_modified": modified})
-    else:
-        _remove(_validator_path(part))
+    # Written even when the server sent neither: its presence says this run's code started the
+    # `.part`, so a resume without If-Range is a known risk, not a guess about a foreign file.
+    write_json(_validator_path(part), {"url": url, "etag": headers.get("ETag"),
+                                       "last_modified": headers.get("Last-Modified")})
 
 
 def _if_range(validator: dict) -> str | None:
@@ -126,7 +126,12 @@ def _attempt(url: str, part: str, timeout_seconds: float, label: str) -> None:
     """One HTTP request: continue `part` from its current size, or start it over."""
     offset = _size(part)
     validator = _read_validator(part) if offset else {}
-    if offset and validator.get("url") not in (None, url):
+    if offset and not validator:
+        # Without it nothing says which version of the file the bytes are: splicing them onto a
+        # changed file would give a file that matches neither.
+        _discard(part, "no readable .validator beside it records which version it holds")
+        offset = 0
+    elif offset and validator.get("url") != url:
         _discard(part, f"it holds {validator['url']}, not {url}")
         offset, validator = 0, {}
     request = urllib.request.Request(url, headers={"User-Agent": "lipsync"})

@@ -285,15 +285,23 @@ def face_track(frames: np.ndarray, detector: detectors.Detector, faces: dict) ->
     has a candidate box.
     """
     sampled = sampled_frames(len(frames), int(faces["detect_every"]))
-    found, rejected = follow_track(detector.detect(frames[sampled]),
-                                   **_tracking(faces["tracking"]))
-    tracked = track_boxes(sampled, found, len(frames))
+    return track_from_candidates(detector.detect(frames[sampled]), len(frames), frames.shape[2],
+                                 frames.shape[1], faces)
+
+
+def track_from_candidates(candidates: list, n_frames: int, width: int, height: int,
+                          faces: dict) -> FaceTrack | None:
+    """`face_track` from the detector's candidates on `sampled_frames(n_frames, detect_every)`:
+    a video decoded in chunks (lipsync.data.stream) detects chunk by chunk, then tracks here."""
+    sampled = sampled_frames(n_frames, int(faces["detect_every"]))
+    found, rejected = follow_track(candidates, **_tracking(faces["tracking"]))
+    tracked = track_boxes(sampled, found, n_frames)
     if tracked is None:
         return None
     boxes, detected = tracked
     boxes = median_boxes(boxes, int(faces["median_frames"]))
     boxes = smooth_boxes(boxes, int(faces["smoothing_frames"]))
-    boxes = pad_boxes(boxes, faces["padding"], frames.shape[2], frames.shape[1])
+    boxes = pad_boxes(boxes, faces["padding"], width, height)
     return FaceTrack(boxes, detected, rejected)
 
 

@@ -114,6 +114,14 @@ def _open(handles: dict[str, h5py.File], path: str) -> h5py.File:
     return handles[path]
 
 
+def _read(handles: dict[str, h5py.File], path: str, name: str) -> np.ndarray:
+    """Dataset `name` of shard `path` in memory; a corrupted one is an InputError naming both."""
+    try:
+        return _open(handles, path)[name][()]
+    except OSError as error:  # HDF5 names neither file nor dataset ("Can't synchronously read")
+        raise InputError(path, f"{name}: cannot read, the shard is corrupted: {error}") from error
+
+
 def _clip_samples(handles, faces_path, mels_path, clip, *, samples_options,
                   steps_per_frame) -> sample_rules.ClipSamples:
     faces = _open(handles, faces_path)[f"clips/{clip}"]
@@ -257,10 +265,11 @@ def _write_clip(target: dict, handles, plan: _ClipPlan, k: int, where: dict, *,
                            samples_options=samples_options, steps_per_frame=steps_per_frame)
     group = handles[plan.faces_path][f"clips/{plan.clip}"]
     c0, m0, s0 = (int(where[name][0][k]) for name in ("crops", "mels", "samples"))
-    _write_faces(target, group["crops"][()][result.kept], c0, dataset_options)
+    crops = _read(handles, plan.faces_path, f"clips/{plan.clip}/crops")[result.kept]
+    _write_faces(target, crops, c0, dataset_options)
     arrays["crop_clip"][c0:c0 + plan.n_kept] = k
     arrays["crop_frame"][c0:c0 + plan.n_kept] = group["frames"][()][result.kept]
-    mel = np.ascontiguousarray(handles[plan.mels_path][f"clips/{plan.clip}/mel"][()].T,
+    mel = np.ascontiguousarray(_read(handles, plan.mels_path, f"clips/{plan.clip}/mel").T,
                                dtype=np.float32)
     arrays["mels"][m0:m0 + plan.mel_steps] = mel
     target["streamed"]["mels"].update(mel)

@@ -21,7 +21,7 @@ from lipsync.lipread.dataset import clip_examples
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.registry import register_metric
 from lipsync.models import lipreader
-from lipsync.options import Option, defaults, resolve
+from lipsync.options import Option, resolve
 
 OPTIONS = {
     "weights": Option("results/lipreader/lipreader.pt", str, "The lip reader (lipsync "

@@ -94,7 +94,7 @@ def write_reference(metric_name: str, test_set: str | os.PathLike, output: str |
         except LipsyncError as error:
             # Recorded, not raised: scoring then reports this metric as n/a with the reason and
             # every other metric still runs.
-            log.error("%s reference data cannot be computed: %s", metric_name, error)
+            log.warning("%s reference data cannot be computed: %s", metric_name, error)
             record, arrays, failed = {}, {}, str(error)
     with atomic_path(output) as tmp, open(tmp, "wb") as handle:
         # A file handle, not a name: np.savez would append ".npz" to the temporary name.
@@ -141,6 +141,9 @@ class _Slot:
         self.failure = f"{type(error).__name__}: {error}" if not isinstance(
             error, LipsyncError) else str(error)
         self.instance = None
+        if isinstance(error, LipsyncError):  # explained (weights not there, ...): an expected n/a
+            log.warning("metric %s is n/a (%s): %s", self.metric.name, stage, self.failure)
+            return
         log.error("metric %s failed while %s: %s\n%s", self.metric.name, stage, self.failure,
                   "".join(traceback.format_exception(error)))
 
