@@ -22,7 +22,7 @@ from lipsync.report import figures, tables  # noqa: E402
 
 log = get_logger(__name__)
 
-_DEFECT = re.compile(r"^defect-(?P<kind>[a-z]+)-(?P<strength>[0-9.eE+-]+)$")
+_DEFECT = re.compile(r"^defect-(?P<kind>[a-z_]+)-(?P<strength>[0-9.eE+-]+)$")
 
 
 def defect_rows(summaries: list[dict]) -> pd.DataFrame:
