@@ -28,6 +28,7 @@ def section_tables() -> dict[str, Table]:
     """Config path -> the Option table that declares that section, from the module using it."""
     # Imported here, not at the top: each module is heavy and only planning needs all of them.
     from lipsync import train_options
+    from lipsync import dub
     from lipsync.analysis import agreement
     from lipsync.data import audio, corpus, faces, pack, samples, splits
     from lipsync.lipread import train as lipread_train
@@ -44,7 +45,8 @@ def section_tables() -> dict[str, Table]:
               "syncnet.model": syncnet.OPTIONS, "syncnet.training": sync_train.OPTIONS,
               "lipreader.model": lipreader.OPTIONS, "lipreader.training": lipread_train.OPTIONS,
               "evaluate": score.OPTIONS, "evaluate.bootstrap": bootstrap.OPTIONS,
-              "analysis.agreement": agreement.OPTIONS, "report": figures.OPTIONS}
+              "analysis.agreement": agreement.OPTIONS, "report": figures.OPTIONS,
+              "dub": dub.DUB_OPTIONS}
     tables |= {f"training.models.{name}": models.option_table(name) for name in models.MODELS}
     # Sorted: the registry's order is the order its modules happened to be imported in.
     tables |= {f"evaluate.{name}": metric.option_table

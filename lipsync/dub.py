@@ -27,12 +27,12 @@ import numpy as np
 from lipsync.data import decode, detectors, stream
 from lipsync.data import faces as face_tracks
 from lipsync.data import samples as sample_rules
-from lipsync.data.audio import AUDIO_DEFAULTS, melspectrogram
+from lipsync.data.audio import AUDIO_OPTIONS, melspectrogram
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import refuse_overwriting, same_file, write_json
 from lipsync.logs import get_logger
-from lipsync.media import ENCODE_DEFAULTS, container_format, resolve_encode, write_video
-from lipsync.options import Option, check, defaults, resolve
+from lipsync.media import ENCODE_OPTIONS, container_format, resolve_encode, write_video
+from lipsync.options import Option, defaults, resolve
 from lipsync.progress import progress
 from lipsync.provenance import describe
 
@@ -49,14 +49,9 @@ DUB_OPTIONS = {
     # not on an edge.
     "feather": Option(0.15, float, "width of the blend mask's ramps as a fraction of the face "
                       "box", minimum=0, maximum=1),
-    "encode": Option({}, dict, "encoder options (lipsync.media.ENCODE_OPTIONS)"),
+    "encode": ENCODE_OPTIONS,
 }
-DUB_DEFAULTS = {**defaults(DUB_OPTIONS), "encode": dict(ENCODE_DEFAULTS)}
-# Faces options dub and score-videos read directly; the faces section's own table checks the rest.
-FACES_USED = {
-    "image_size": Option(96, int, "side of the square face crops", minimum=1),
-    "detect_every": Option(1, int, "run the detector on every n-th frame", minimum=1),
-}
+DUB_DEFAULTS = defaults(DUB_OPTIONS)
 # The model hears 0.2 s mel windows; audio under half a second makes a dozen frames at 25 fps,
 # too short to show speech, so the output is made but flagged.
 MIN_AUDIO_SECONDS = 0.5
@@ -110,10 +105,9 @@ def check_device(text: str, where: str):
     return device
 
 
-def check_faces(faces: dict) -> dict:
-    """The merged faces section with the keys dub and score-videos read checked by range."""
-    check(FACES_USED, {k: faces[k] for k in FACES_USED if k in faces}, "faces")
-    return faces
+def check_faces(faces: dict | None) -> dict:
+    """The faces section with defaults, checked by its table (lipsync.data.faces)."""
+    return resolve(face_tracks.FACES_OPTIONS, faces, "faces")
 
 
 def resolve_options(options: dict | None) -> dict:
@@ -129,8 +123,8 @@ def resolve_options(options: dict | None) -> dict:
     dub = resolve(DUB_OPTIONS, dub, "dub")
     dub["encode"] = resolve_encode(dub["encode"], "dub.encode")
     check_device(dub["device"], "dub.device")
-    faces = check_faces(face_tracks._merged(face_tracks.FACES_DEFAULTS, options.get("faces")))
-    audio = {**AUDIO_DEFAULTS, **(options.get("audio") or {})}
+    faces = check_faces(options.get("faces"))
+    audio = resolve(AUDIO_OPTIONS, options.get("audio"), "audio")
     return {"faces": faces, "audio": audio, "dub": dub}
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from lipsync.data import decode, detectors, integrity, stream
 from lipsync.data import faces as face_tracks
 from lipsync.data import samples as sample_rules
-from lipsync.data.audio import AUDIO_DEFAULTS, fit_length, melspectrogram
+from lipsync.data.audio import AUDIO_OPTIONS, fit_length, melspectrogram
 from lipsync.dub import check_faces
 from lipsync.errors import InputError, LipsyncError
 from lipsync.io import atomic_path, refuse_overwriting, write_json, write_tsv
@@ -32,16 +32,6 @@ from lipsync.provenance import describe
 
 log = get_logger(__name__)
 
-
-class StringsOption(Option):
-    """An Option whose value is a list of strings (lipsync.options lists hold numbers)."""
-
-    def problem(self, value) -> str | None:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            return "must be a list of strings"
-        return None
-
-
 # Options of score-videos itself (the `videos` part of --options), checked before any decode.
 VIDEOS_OPTIONS = {
     # At the reference's boxes, SSIM and PSNR compare pixels at the same place: systems that paste
@@ -50,9 +40,9 @@ VIDEOS_OPTIONS = {
     # moved (rescale, crop, padding, shift) is cropped at its own boxes instead (choose_boxes).
     "boxes": Option("reference", str, "where generated frames are cropped: reference (the "
                     "reference video's face boxes, mapped by time and scaled) or own (boxes "
-                    "detected in the generated video)"),
-    "suffixes": StringsOption([".mp4", ".mpg", ".mpeg", ".mov", ".mkv", ".avi", ".webm", ".m4v"],
-                              list, "file suffixes that count as videos"),
+                    "detected in the generated video)", one_of=("reference", "own")),
+    "suffixes": Option([".mp4", ".mpg", ".mpeg", ".mov", ".mkv", ".avi", ".webm", ".m4v"],
+                       list, "file suffixes that count as videos", items=str),
     "mel_window": Option(sample_rules.DEFAULTS["mel_window"], int,
                          "mel steps per sample window", minimum=1),
 }
@@ -70,10 +60,8 @@ def resolve_options(options: dict | None) -> dict:
         raise LipsyncError(f"unknown score-videos option section(s) {', '.join(unknown)}; "
                            "known: audio, evaluate, faces, videos")
     videos = resolve(VIDEOS_OPTIONS, options.get("videos"), "videos")
-    if videos["boxes"] not in ("reference", "own"):
-        raise LipsyncError(f"videos.boxes must be reference or own, not {videos['boxes']!r}")
-    faces = check_faces(face_tracks._merged(face_tracks.FACES_DEFAULTS, options.get("faces")))
-    return {"faces": faces, "audio": {**AUDIO_DEFAULTS, **(options.get("audio") or {})},
+    faces = check_faces(options.get("faces"))
+    return {"faces": faces, "audio": resolve(AUDIO_OPTIONS, options.get("audio"), "audio"),
             "evaluate": dict(options.get("evaluate") or {}), "videos": videos}
 
 

@@ -188,21 +188,6 @@ def test_unknown_dub_option_is_refused_with_its_name(grid_samples, tmp_path):
     assert code == 1 and not (tmp_path / "x.mp4").exists()
 
 
-
-def test_dub_defaults_are_the_schema_defaults():
-    import yaml
-
-    from lipsync.media import ENCODE_DEFAULTS
-
-    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "schemas"
-                             / "config.schema.yaml").read_text())["properties"]["dub"]
-    defaults = {k: v["default"] for k, v in schema["properties"].items()
-                if k not in ("encode", "pairs")}
-    encode = {k: v["default"] for k, v in schema["properties"]["encode"]["properties"].items()}
-    assert defaults == {k: v for k, v in dub.DUB_DEFAULTS.items() if k != "encode"}
-    assert encode == ENCODE_DEFAULTS
-
-
 def test_a_corpus_manifest_row_names_a_clip_to_dub(tmp_path):
     from lipsync.data.manifest import ClipEntry, write_manifest
 
