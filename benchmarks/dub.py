@@ -40,7 +40,7 @@ HD_FACES = {"detect_every": 5}
 
 def make_generator(path: Path, width: float) -> Path:
     from lipsync.models import registry
-    from lipsync.train import export_generator
+    from lipsync.training.loop import export_generator
 
     options = registry.resolve_options("lipgan", {"width": width})
     export_generator(path, registry.build("lipgan", options).generator, "lipgan", options, {}, 0, 0)
@@ -50,12 +50,12 @@ def make_generator(path: Path, width: float) -> Path:
 def long_audio(folder: Path, seconds: float) -> Path:
     """brbk7n's track repeated to `seconds`, in an MP4 the dub decodes like any audio."""
     from lipsync.data import decode
-    from lipsync.media import write_video
+    from lipsync.tools.media import write_video
 
     audio = decode.read_audio(SAMPLES / "brbk7n.mpg", 44100)
     audio = np.tile(audio, int(np.ceil(seconds * 44100 / len(audio))))[:int(seconds * 44100)]
     path = folder / f"speech-{seconds:g}s.mp4"
-    # A one-frame video track carries it (lipsync.media writes video with optional audio).
+    # A one-frame video track carries it (lipsync.tools.media writes video with optional audio).
     write_video(path, np.zeros((1, 16, 16, 3), np.uint8), 1, audio, 44100)
     return path
 
@@ -63,8 +63,8 @@ def long_audio(folder: Path, seconds: float) -> Path:
 def hd_face(folder: Path, size: str, seconds: float) -> Path:
     """bbaf2n's face scaled into a `size` frame, ping-ponged to `seconds` at 25 fps."""
     from lipsync.data import decode
-    from lipsync.dub import pingpong
-    from lipsync.media import write_video
+    from lipsync.tools.dub import pingpong
+    from lipsync.tools.media import write_video
 
     width, height = HD_SIZES[size]
     frames, fps = decode.read_video(SAMPLES / "bbaf2n.mpg")
@@ -88,7 +88,7 @@ def run_case(face: str, audio: str, generator: str, options: str, threads: int) 
     """Child process: one dub, then its record's figures and this process's peak RSS as JSON."""
     import torch
 
-    from lipsync import dub
+    from lipsync.tools import dub
 
     torch.set_num_threads(threads)
     # Warm-up, not measured: librosa's lazy import inside the first mel spectrogram (seconds on a

@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lipsync.core.errors import LipsyncError
 from lipsync.data import decode, detectors, faces
-from lipsync.errors import LipsyncError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

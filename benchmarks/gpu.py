@@ -30,9 +30,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lipsync.errors import InputError, LipsyncError  # noqa: E402
-from lipsync.io import atomic_path, write_json  # noqa: E402
-from lipsync.progress import progress  # noqa: E402
+from lipsync.core.errors import InputError, LipsyncError  # noqa: E402
+from lipsync.core.io import atomic_path, write_json  # noqa: E402
+from lipsync.core.progress import progress  # noqa: E402
 
 # What one run does; --smoke swaps in SMOKE, any flag given overrides either.
 FULL = {
@@ -84,7 +84,7 @@ class Row:
 def make_precision(device: torch.device, mode: bool | str):
     """The project's Precision helper (autocast, GradScaler, gradient averaging); imported here
     alone, so a move of the helper costs one line."""
-    from lipsync.precision import Precision
+    from lipsync.training.precision import Precision
 
     return Precision(device, mode)
 
@@ -125,7 +125,7 @@ def guarded(rows: list[Row], row: Row, check) -> Row:
 
 def prepare_data(folder: Path, work: Path, batch_size: int) -> tuple[Path, Path, str]:
     """The packed subset in `folder` when it is there, else synthetic crops in `work`."""
-    from lipsync.subset import subset_files, synthetic_subset
+    from lipsync.data.subset import subset_files, synthetic_subset
 
     files = subset_files(folder)
     present = [name for name in ("train.h5", "test.h5") if (folder / name).is_file()]
@@ -306,9 +306,9 @@ def _loop_summary(row: Row, run_dir: Path, model: str) -> None:
 
 def check_training_loop(row: Row, model: str, train: Path, work: Path, device: torch.device,
                         s: dict) -> Path:
-    """lipsync.train.training_loop end to end (real loader, mixed precision auto, checkpoint,
+    """lipsync.training.loop.training_loop end to end (real loader, mixed precision auto, checkpoint,
     exported generator); returns the generator file for the generation row."""
-    from lipsync.train import training_loop
+    from lipsync.training.loop import training_loop
 
     run_dir = work / "training_loop" / model
     shutil.rmtree(run_dir, ignore_errors=True)  # a leftover checkpoint would resume
@@ -361,7 +361,7 @@ def distributed_worker(job: dict) -> None:
     """One torchrun rank: join the group here (to record its backend), then training_loop."""
     import torch.distributed as dist
 
-    from lipsync.train import training_loop
+    from lipsync.training.loop import training_loop
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     cuda = job["options"]["device"] == "cuda"
@@ -396,7 +396,7 @@ def check_generation(row: Row, generator: Path | None, test: Path, work: Path,
                      device: torch.device, s: dict) -> None:
     import h5py
 
-    from lipsync.generate import generate
+    from lipsync.tools.generate import generate
 
     if generator is None:
         raise CheckFailed("no generator: the training_loop row failed")

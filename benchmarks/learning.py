@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from lipsync.checkpoint import load_generator
+from lipsync.core.errors import LipsyncError
+from lipsync.core.io import atomic_path, write_json, write_text
+from lipsync.core.progress import progress
 from lipsync.data.dataset import LipSyncDataset
-from lipsync.errors import LipsyncError
-from lipsync.io import atomic_path, write_json, write_text
 from lipsync.models import registry
-from lipsync.progress import progress
-from lipsync.train import evaluate, training_loop, validation_subset
+from lipsync.training.checkpoint import load_generator
+from lipsync.training.loop import evaluate, training_loop, validation_subset
 
 # Losses of log.jsonl kept per logged point (the WGAN-GP diagnostics and both models' L1 term).
 LOSS_KEYS = ("g_l1", "g_adversarial", "g_loss", "c_loss", "wasserstein", "gradient_penalty",

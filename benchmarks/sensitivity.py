@@ -57,7 +57,7 @@ def main() -> int:
     for system, defect in systems.items():
         generated = output / "generated" / f"{system}.h5"
         if defect is None:
-            from lipsync.generate import generate
+            from lipsync.tools.generate import generate
 
             generate("real", args.test_set, generated)
         else:

@@ -1,7 +1,7 @@
 """Sync expert benchmark: training windows/s of the SyncNet expert, LSE scoring clips/s, and what a
 GRIDTest-sized scoring (660 clips) would take; optionally a timed training run on real clips.
 
-Synthetic talking faces (lipsync.sync.synthetic) unless --train-set / --test-set name packed
+Synthetic talking faces (lipsync.experts.sync.synthetic) unless --train-set / --test-set name packed
 splits (e.g. the real s1 split of config/grid-s1.yaml). With --seconds, training stops by SIGTERM
 after that long (the loop saves a checkpoint), and the held-out accuracy and the LSE of the real
 test clips against the identity copy are printed.
@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from lipsync import checkpoint as ckpt  # noqa: E402
-from lipsync.errors import TrainingError  # noqa: E402
+from lipsync.core.errors import TrainingError  # noqa: E402
+from lipsync.experts.sync import synthetic  # noqa: E402
+from lipsync.experts.sync import train as sync_train  # noqa: E402
 from lipsync.metrics import score  # noqa: E402
-from lipsync.sync import synthetic  # noqa: E402
-from lipsync.sync import train as sync_train  # noqa: E402
 
 GRID_TEST_CLIPS = 660  # 33 speakers x 20 clips
 

@@ -11,8 +11,8 @@ import json
 import sys
 from collections.abc import Callable
 
-from lipsync import logs
-from lipsync.errors import LipsyncError
+from lipsync.core import logs
+from lipsync.core.errors import LipsyncError
 
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
 
@@ -191,7 +191,7 @@ def _pack_subset_arguments(parser):
     parser.add_argument("--speaker", default="s1")
     parser.add_argument("--output", required=True, help="folder for train.h5 and test.h5")
     parser.add_argument("--train-clips", type=int, default=None,
-                        help="default: lipsync.subset.DEFAULTS")
+                        help="default: lipsync.data.subset.DEFAULTS")
     parser.add_argument("--test-clips", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     _add_options(parser)
@@ -201,7 +201,7 @@ def _pack_subset_arguments(parser):
     _pack_subset_arguments
 )
 def _pack_subset(args):
-    from lipsync import subset
+    from lipsync.data import subset
 
     counts = {k: v for k, v in (("train_clips", args.train_clips),
                                 ("test_clips", args.test_clips)) if v is not None}
@@ -227,7 +227,7 @@ def _train_arguments(parser):
     _train_arguments
 )
 def _train(args):
-    from lipsync import train
+    from lipsync.training import loop as train
 
     train.train_run(args.train_set, args.run_dir, args.output, options=args.options,
                     validation_set=args.validation_set, threads=args.threads,
@@ -245,7 +245,7 @@ def _train_syncnet_arguments(parser):
 @command("train-syncnet", "train the SyncNet expert of the LSE metrics (resumes)")(
     _train_syncnet_arguments)
 def _train_syncnet(args):
-    from lipsync.sync import train
+    from lipsync.experts.sync import train
 
     train.train_expert(args.train_set, args.output, options=args.options, threads=args.threads)
 
@@ -263,7 +263,7 @@ def _train_lipreader_arguments(parser):
 @command("train-lipreader", "train the GRID lip reader of the wer/cer metrics (resumes)")(
     _train_lipreader_arguments)
 def _train_lipreader(args):
-    from lipsync.lipread import train
+    from lipsync.experts.lipread import train
 
     train.train_lipreader(args.train_set, args.words, args.output, options=args.options,
                           threads=args.threads)
@@ -280,7 +280,7 @@ def _generate_arguments(parser):
 
 @command("generate", "run a generator over the test set's fixed inputs")(_generate_arguments)
 def _generate(args):
-    from lipsync import generate
+    from lipsync.tools import generate
 
     generate.generate(args.generator, args.test_set, args.output, sheet=args.sheet,
                       options=args.options, threads=args.threads)
@@ -416,7 +416,7 @@ def _dub_arguments(parser):
 
 @command("dub", "lip-sync any face video or photo to any audio")(_dub_arguments)
 def _dub(args):
-    from lipsync import dub
+    from lipsync.tools import dub
 
     dub.dub(args.generator, args.face, args.audio, args.output, options=args.options,
             sidecar=args.sidecar)
@@ -437,7 +437,7 @@ def _score_videos_arguments(parser):
 @command("score-videos", "score another system's videos against reference videos")(
     _score_videos_arguments)
 def _score_videos(args):
-    from lipsync import videos
+    from lipsync.tools import score_videos as videos
 
     videos.score_videos(args.generated, args.reference, args.output, options=args.options,
                         run=args.name, threads=args.threads)

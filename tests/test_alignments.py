@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from lipsync.core.errors import InputError
 from lipsync.data import alignments, local
 from lipsync.data.manifest import ClipEntry, write_manifest
-from lipsync.errors import InputError
 
 
 def test_real_alignment_parses_to_six_words_in_slot_order(grid_samples):

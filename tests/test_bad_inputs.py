@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from helpers import face_frames, sine, truncate_at_video_frame, write_mpg
 
+from lipsync.core.errors import InputError
 from lipsync.data import audio, faces
 from lipsync.data.manifest import ClipEntry, write_manifest
-from lipsync.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import pytest
 import torch
 from fakes import FakeLipSyncDataset
 
-from lipsync import checkpoint as ckpt
 from lipsync import cli
-from lipsync.errors import LipsyncError
-from lipsync.train import training_loop
+from lipsync.core.errors import LipsyncError
+from lipsync.training import checkpoint as ckpt
+from lipsync.training.loop import training_loop
 
 TINY_RUN = {"batch_size": 4, "checkpoint_every_samples": 8, "log_every_samples": 8,
             "num_workers": 0, "progress_bar": False, "device": "cpu", "keep_checkpoints": 3}

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lipsync import config_schema, train_options
-from lipsync.config import ConfigError, check_config, run_options
-from lipsync.config_schema import ConfigSchemaError, validate
+from lipsync.core import config_schema
+from lipsync.core.config import ConfigError, check_config, run_options
+from lipsync.core.config_schema import ConfigSchemaError, validate
+from lipsync.core.options import Option
 from lipsync.metrics import registry as metric_registry
 from lipsync.metrics.base import Column, Metric
 from lipsync.models import registry
-from lipsync.options import Option
+from lipsync.training import options as train_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,7 +206,7 @@ MODEL_VARIANT = '''"""LipGAN with a tenfold adversarial weight: a model variant 
 
 from lipsync.models.lipgan import INPUT_SHAPE, build
 from lipsync.models.lipgan import OPTIONS as LIPGAN_OPTIONS
-from lipsync.options import Option
+from lipsync.core.options import Option
 
 OPTIONS = {**LIPGAN_OPTIONS,
            "adversarial_weight": Option(0.1, float, "Ten times LipGAN's.", minimum=0)}
@@ -217,7 +218,7 @@ import numpy as np
 
 from lipsync.metrics.base import Column, Metric, Result
 from lipsync.metrics.registry import register_metric
-from lipsync.options import Option
+from lipsync.core.options import Option
 
 OPTIONS = {"scale": Option(1.0, float, "Gain applied to the difference.", above=0)}
 
@@ -281,5 +282,5 @@ def test_a_new_model_and_metric_are_one_module_and_one_registry_line_each(tmp_pa
 
 
 def test_the_config_reference_is_generated_from_the_tables():
-    # Regenerate with: python -m lipsync.config_schema > docs/config.md
+    # Regenerate with: python -m lipsync.core.config_schema > docs/config.md
     assert (REPO / "docs" / "config.md").read_text() == config_schema.reference() + "\n"

@@ -8,11 +8,11 @@ import torch
 from helpers import make_shard_files
 from torch.utils.data import DataLoader
 
+from lipsync.core.errors import InputError
 from lipsync.data.dataset import LipSyncDataset, collate
 from lipsync.data.pack import pack_split
 from lipsync.data.samples import mel_steps_per_frame, mel_window_starts
 from lipsync.data.sheets import dataset_contact_sheet
-from lipsync.errors import InputError
 
 SIZE = 16
 

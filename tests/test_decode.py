@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from helpers import face_frames, sine, write_mpg, write_wav
 
+from lipsync.core.errors import InputError
 from lipsync.data import decode
-from lipsync.errors import InputError
 
 
 def test_real_grid_clip_decodes_to_75_rgb_frames_at_25_fps(grid_samples):

@@ -22,8 +22,8 @@ import yaml
 from rerun_plans import DEFAULT_METRICS
 from test_workflow import planned_jobs
 
-from lipsync.generate import BASELINES
 from lipsync.report.tables import TABLES
+from lipsync.tools.generate import BASELINES
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = "config/demo.yaml"

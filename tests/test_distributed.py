@@ -17,8 +17,8 @@ import torch
 import torch.multiprocessing as mp
 from fakes import FakeLipSyncDataset
 
-from lipsync import checkpoint as ckpt
-from lipsync.train import training_loop
+from lipsync.training import checkpoint as ckpt
+from lipsync.training.loop import training_loop
 
 RUN = {"model": "lipgan", "batch_size": 4, "checkpoint_every_samples": 8,
        "log_every_samples": 4, "num_workers": 0, "progress_bar": False, "device": "cpu",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lipsync.core.errors import InputError
 from lipsync.data import download
-from lipsync.errors import InputError
 
 
 class ArchiveServer:

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync import cli, dub
+from lipsync import cli
+from lipsync.core.errors import InputError, LipsyncError
 from lipsync.data import decode, detectors
 from lipsync.data import faces as face_tracks
-from lipsync.errors import InputError, LipsyncError
-from lipsync.media import write_video
+from lipsync.tools import dub
+from lipsync.tools.media import write_video
 
 # Detecting on every 5th frame (boxes interpolated between) keeps these tests quick on 2 cores.
 FAST = {"faces": {"detect_every": 5}}
@@ -27,7 +28,7 @@ LOSSLESS = {**FAST, "dub": {"encode": {"lossless": True}}}
 def generator(tmp_path_factory):
     """A tiny LipGAN generator with random weights, in the file format training writes."""
     from lipsync.models import registry
-    from lipsync.train import export_generator
+    from lipsync.training.loop import export_generator
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

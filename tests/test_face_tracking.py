@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from helpers import face_frames, write_mpg
 
+from lipsync.core.errors import LipsyncError
 from lipsync.data import decode, detectors, faces
 from lipsync.data.manifest import ClipEntry, write_manifest
-from lipsync.errors import LipsyncError
 
 LIMITS = faces._tracking(faces.FACES_DEFAULTS["tracking"])
 FACE = [100.0, 50.0, 200.0, 170.0]  # 100 x 120 px

@@ -12,9 +12,9 @@ import pytest
 import torch
 from helpers import face_frames, write_mpg
 
+from lipsync.core.errors import LipsyncError
 from lipsync.data import detectors, faces
 from lipsync.data.manifest import ClipEntry, write_manifest
-from lipsync.errors import LipsyncError
 
 FACE = np.array([100., 50., 200., 170., 1.])
 

@@ -11,7 +11,7 @@ import torch
 from helpers import smooth_faces, write_test_set
 from pytorch_fid import fid_score, inception
 
-from lipsync.errors import InputError, LipsyncError
+from lipsync.core.errors import InputError, LipsyncError
 from lipsync.metrics import fid, score
 
 RANDOM_64 = {"random_weights": True, "dims": 64, "batch_size": 4}

@@ -10,9 +10,9 @@ import torch
 from helpers import make_shard_files
 
 from lipsync.data.pack import pack_split
-from lipsync.generate import generate
 from lipsync.models import registry
-from lipsync.train import export_generator
+from lipsync.tools.generate import generate
+from lipsync.training.loop import export_generator
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from lipsync import cli
+from lipsync.core.errors import InputError
 from lipsync.data.dataset import LipSyncDataset
-from lipsync.errors import InputError
-from lipsync.subset import MAX_BYTES, subset_files, synthetic_subset
+from lipsync.data.subset import MAX_BYTES, subset_files, synthetic_subset
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu.py"

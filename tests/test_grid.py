@@ -10,9 +10,9 @@ import zipfile
 import pytest
 from test_download import ArchiveServer  # the local HTTP server with Range support
 
+from lipsync.core.errors import InputError
 from lipsync.data import download, grid
 from lipsync.data.manifest import read_manifest
-from lipsync.errors import InputError
 
 CLIPS = ["bbaf2n", "lgaz8p", "swwp2s"]
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import score_all, write_generated, write_test_set
 from test_landmarks import desynced, fixed_box_crops
 
-from lipsync.errors import LipsyncError
+from lipsync.core.errors import LipsyncError
 from lipsync.metrics import dlib_resnet, identity
 
 CROPS_PER_CLIP = 12

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from helpers import make_shard_files
 
+from lipsync.core.errors import InputError
 from lipsync.data import integrity
 from lipsync.data.dataset import LipSyncDataset
 from lipsync.data.pack import pack_split
-from lipsync.errors import InputError
 from lipsync.metrics.testset import TestSet
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from helpers import smooth_faces
 
+from lipsync.core.errors import InputError, LipsyncError
 from lipsync.data import decode, detectors, faces
-from lipsync.errors import InputError, LipsyncError
 from lipsync.metrics import landmarks
 
 DESYNC_CLIPS = 4  # s1 clips averaged: single clips plateau after ~5 frames of desync

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lipsync.errors import LipsyncError
-from lipsync.subset import synthetic_subset
+from lipsync.core.errors import LipsyncError
+from lipsync.data.subset import synthetic_subset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
 
@@ -94,7 +94,7 @@ def test_combining_studies_with_different_settings_is_refused(tmp_path):
 
 def test_logged_generator_losses_of_a_wgan_run_average_over_generator_steps_only():
     # n_critic 2: the generator loss exists on every second batch; the log must not halve it
-    from lipsync.train import _LossMeter
+    from lipsync.training.loop import _LossMeter
 
     meter = _LossMeter()
     meter.add({"c_loss": 1.0})

@@ -10,8 +10,8 @@ import pytest
 from helpers import identity_faces, score_all, write_generated, write_test_set
 
 from lipsync.data import alignments
-from lipsync.lipread import objective
-from lipsync.lipread.train import load_lipreader, train_lipreader
+from lipsync.experts.lipread import objective
+from lipsync.experts.lipread.train import load_lipreader, train_lipreader
 from lipsync.models import lipreader
 
 CROPS = 30  # frames 4..33 of each clip (write_test_set's numbering)

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from lipsync.core.errors import InputError
 from lipsync.data import local
 from lipsync.data.manifest import read_manifest
-from lipsync.errors import InputError
 
 
 def _touch(path, text="x"):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lipsync.errors import LipsyncError
+from lipsync.core.errors import LipsyncError
 from lipsync.models import registry
 from lipsync.models.blocks import SampleNorm, count_parameters
 from lipsync.models.losses import contrastive_loss
-from lipsync.precision import Precision
+from lipsync.training.precision import Precision
 
 TINY = {"width": 0.0625}
 

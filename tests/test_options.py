@@ -6,9 +6,9 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from lipsync import options as option_tables
-from lipsync.errors import LipsyncError
-from lipsync.options import Option
+from lipsync.core import options as option_tables
+from lipsync.core.errors import LipsyncError
+from lipsync.core.options import Option
 
 TABLE = {
     "count": Option(3, int, "an integer from 1", minimum=1),

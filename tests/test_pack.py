@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from helpers import make_shard_files
 
+from lipsync.core.errors import InputError, LipsyncError
 from lipsync.data.pack import pack_split
-from lipsync.errors import InputError, LipsyncError
 
 
 def options(**samples):

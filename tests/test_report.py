@@ -19,7 +19,7 @@ from helpers import (
     write_test_set,
 )
 
-from lipsync.errors import InputError
+from lipsync.core.errors import InputError
 from lipsync.metrics import fid, registry
 from lipsync.metrics.base import Column, Metric, Result
 from lipsync.report import figures, tables

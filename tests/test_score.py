@@ -21,11 +21,11 @@ from helpers import (
 )
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from lipsync.errors import InputError, LipsyncError
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.options import Option
 from lipsync.metrics import fid, registry, score
 from lipsync.metrics.base import Column, Metric, Result
 from lipsync.metrics.testset import TestSet
-from lipsync.options import Option
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import EVALUATE_OPTIONS, noisy, write_generated, write_test_set
 
-from lipsync.errors import InputError
+from lipsync.core.errors import InputError
 from lipsync.metrics import registry, score
 
 

@@ -14,12 +14,13 @@ import torch
 from helpers import EVALUATE_OPTIONS
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from lipsync import cli, dub
+from lipsync import cli
+from lipsync.core.errors import LipsyncError
 from lipsync.data import decode, detectors
 from lipsync.data import faces as face_tracks
-from lipsync.errors import LipsyncError
-from lipsync.media import write_video
-from lipsync.videos import score_videos
+from lipsync.tools import dub
+from lipsync.tools.media import write_video
+from lipsync.tools.score_videos import score_videos
 
 CLIPS = ("bbaf2n", "brbk7n")
 # Detection on every 5th frame keeps these quick on 2 cores; both sides use the same options.

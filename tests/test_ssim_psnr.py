@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from lipsync.errors import LipsyncError
+from lipsync.core.errors import LipsyncError
 from lipsync.metrics import ssim_psnr
 
 TOLERANCE = 1e-5

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from lipsync.io import remove_stale_temporaries, write_text
-from lipsync.stale_locks import hold_run_lock
+from lipsync.core.io import remove_stale_temporaries, write_text
+from lipsync.core.stale_locks import hold_run_lock
 
 DEAD_PID = 4_194_305  # above Linux's largest pid (pid_max is at most 2**22)
 

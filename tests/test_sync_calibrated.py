@@ -12,9 +12,9 @@ from helpers import write_generated
 from test_sync_metrics import EXPERT_OPTIONS
 
 from lipsync.analysis import defects
+from lipsync.experts.sync import synthetic
+from lipsync.experts.sync import train as sync_train
 from lipsync.metrics import registry, score, sync_calibrated
-from lipsync.sync import synthetic
-from lipsync.sync import train as sync_train
 
 
 def test_positions_put_the_real_clips_at_one_and_the_floor_at_zero():

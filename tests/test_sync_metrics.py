@@ -13,11 +13,11 @@ import pytest
 import torch
 from helpers import write_generated
 
+from lipsync.experts.sync import synthetic
+from lipsync.experts.sync import train as sync_train
 from lipsync.metrics import registry, score
 from lipsync.metrics import sync as sync_metrics
 from lipsync.metrics.testset import TestSet
-from lipsync.sync import synthetic
-from lipsync.sync import train as sync_train
 
 # As short as gives a usable expert on 2 x 3 synthetic clips: 60 steps of 32 windows (about 70 s
 # on one busy core, hence `slow`). What it learns depends on the CPU's floating-point paths: the

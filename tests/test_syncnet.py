@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from lipsync.errors import InputError, LipsyncError
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.experts.sync import dataset, synthetic
+from lipsync.experts.sync import train as sync_train
 from lipsync.models import syncnet
-from lipsync.sync import dataset, synthetic
-from lipsync.sync import train as sync_train
 
 TINY = {"model": {"width": 0.0625, "embedding": 32},
         "training": {"batch_size": 8, "learning_rate": 1e-3, "validation_fraction": 0.0,
@@ -108,7 +108,7 @@ def test_train_expert_writes_a_self_describing_expert_that_load_expert_reads(sma
 
 def _generator_file(folder):
     from lipsync.models import registry
-    from lipsync.train import export_generator
+    from lipsync.training.loop import export_generator
 
     pair = registry.build("lipgan", {"width": 0.0625})
     return export_generator(folder / "generator.pt", pair.generator, "lipgan", pair.options,

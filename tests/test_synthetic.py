@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from lipsync.core.errors import LipsyncError
 from lipsync.data import local, synthetic
 from lipsync.data.manifest import read_manifest
-from lipsync.errors import LipsyncError
 
 GRID_NAME = re.compile(r"^[blps][bgrw][abiw][a-vx-z][0-9z][anps]$")
 

@@ -11,8 +11,8 @@ from helpers import score_all, write_generated, write_test_set
 from test_landmarks import fixed_box_crops
 
 from lipsync.analysis import content_swap, defects
+from lipsync.core.errors import LipsyncError
 from lipsync.data import alignments
-from lipsync.errors import LipsyncError
 from lipsync.metrics import temporal
 from lipsync.metrics.testset import TestSet
 

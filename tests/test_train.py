@@ -12,12 +12,12 @@ from fakes import FakeLipSyncDataset
 from helpers import make_shard_files
 from torch.utils.data import Dataset
 
-from lipsync import checkpoint as ckpt
-from lipsync.errors import LipsyncError, TrainingError
-from lipsync.sync import synthetic
-from lipsync.sync.dataset import SyncWindows
-from lipsync.sync.train import expert_trainee
-from lipsync.train import (
+from lipsync.core.errors import LipsyncError, TrainingError
+from lipsync.experts.sync import synthetic
+from lipsync.experts.sync.dataset import SyncWindows
+from lipsync.experts.sync.train import expert_trainee
+from lipsync.training import checkpoint as ckpt
+from lipsync.training.loop import (
     TrainingInterrupted,
     epoch_order,
     evaluate,
@@ -238,8 +238,8 @@ def test_validation_scores_are_the_reported_metrics_ssim_and_psnr():
 
 
 def test_snapshots_are_generators_at_fractions_of_training_kept_after_pruning(tmp_path):
-    from lipsync.checkpoint import load_generator
-    from lipsync.train import publish_snapshots, snapshot_samples
+    from lipsync.training.checkpoint import load_generator
+    from lipsync.training.loop import publish_snapshots, snapshot_samples
 
     assert snapshot_samples(24, 2) == [8, 16]
     train(tmp_path / "run", 24, snapshots=2, keep_checkpoints=1)
@@ -253,8 +253,8 @@ def test_snapshots_are_generators_at_fractions_of_training_kept_after_pruning(tm
 
 
 def test_a_run_resumed_past_a_snapshot_point_it_never_wrote_writes_it_late(tmp_path):
-    from lipsync.checkpoint import load_generator
-    from lipsync.train import publish_snapshots
+    from lipsync.training.checkpoint import load_generator
+    from lipsync.training.loop import publish_snapshots
 
     train(tmp_path / "run", 16, snapshots=0)  # a run whose length then changes
     train(tmp_path / "run", 24, snapshots=2)  # points at 8 and 16 are already behind it

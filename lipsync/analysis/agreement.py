@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from lipsync.io import write_text  # noqa: E402
-from lipsync.logs import get_logger  # noqa: E402
+from lipsync.core.io import write_text  # noqa: E402
+from lipsync.core.logs import get_logger  # noqa: E402
+from lipsync.core.options import Option, defaults  # noqa: E402
 from lipsync.metrics.testset import GeneratedSet, TestSet  # noqa: E402
-from lipsync.options import Option, defaults  # noqa: E402
 from lipsync.report import figures, tables  # noqa: E402
 
 log = get_logger(__name__)

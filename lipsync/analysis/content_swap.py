@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from lipsync.core.errors import LipsyncError
+from lipsync.core.logs import get_logger
 from lipsync.data.alignments import SLOTS, Segment
-from lipsync.errors import LipsyncError
-from lipsync.logs import get_logger
 from lipsync.metrics.testset import TestSet
 
 log = get_logger(__name__)

@@ -32,13 +32,13 @@ import cv2
 import h5py
 import numpy as np
 
+from lipsync.core.errors import LipsyncError
+from lipsync.core.io import atomic_path
+from lipsync.core.logs import get_logger
+from lipsync.core.progress import progress
+from lipsync.core.provenance import describe
 from lipsync.data import alignments
-from lipsync.errors import LipsyncError
-from lipsync.io import atomic_path
-from lipsync.logs import get_logger
 from lipsync.metrics.testset import TestSet, batches
-from lipsync.progress import progress
-from lipsync.provenance import describe
 
 log = get_logger(__name__)
 
@@ -172,7 +172,7 @@ def apply(kind: str, strength: float, test_set: TestSet, start: int, stop: int,
 def make_defect_set(test_set: str | os.PathLike, kind: str, strength: float,
                     output: str | os.PathLike, *, batch_size: int = 512,
                     words: list[str | os.PathLike] | tuple = ()) -> Path:
-    """Write the defect set `kind` at `strength` as a generated set (lipsync.generate's format);
+    """Write the defect set `kind` at `strength` as a generated set (lipsync.tools.generate's format);
     `words` are the word tables (lipsync.data.alignments) content_swap reads."""
     if kind not in DEFAULT_STRENGTHS:
         raise LipsyncError(f"unknown defect kind {kind!r} (analysis.defects); known: "

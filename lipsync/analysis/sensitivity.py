@@ -15,9 +15,9 @@ import re
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lipsync.errors import LipsyncError  # noqa: E402
-from lipsync.io import write_text  # noqa: E402
-from lipsync.logs import get_logger  # noqa: E402
+from lipsync.core.errors import LipsyncError  # noqa: E402
+from lipsync.core.io import write_text  # noqa: E402
+from lipsync.core.logs import get_logger  # noqa: E402
 from lipsync.report import figures, tables  # noqa: E402
 
 log = get_logger(__name__)

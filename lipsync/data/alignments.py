@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from lipsync.core.errors import InputError
+from lipsync.core.io import write_tsv
+from lipsync.core.logs import get_logger
 from lipsync.data.manifest import read_manifest
-from lipsync.errors import InputError
-from lipsync.io import write_tsv
-from lipsync.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import scipy.signal
 
+from lipsync.core.errors import InputError
+from lipsync.core.io import atomic_path
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults
+from lipsync.core.progress import progress
 from lipsync.data import decode
 from lipsync.data.manifest import ClipEntry, read_shard, shard_attributes
-from lipsync.errors import InputError
-from lipsync.io import atomic_path
-from lipsync.logs import get_logger
-from lipsync.options import Option, defaults
-from lipsync.progress import progress
 
 log = get_logger(__name__)
 

@@ -6,9 +6,9 @@ that fetches or reads it (grid.py, local.py, synthetic.py).
 
 from __future__ import annotations
 
+from lipsync.core.options import Option, defaults
 from lipsync.data import grid, local, synthetic
 from lipsync.data.audio import SOURCES as AUDIO_SOURCES
-from lipsync.options import Option, defaults
 
 OPTIONS = {
     "source": Option("synthetic", str, "Where the corpus comes from.",

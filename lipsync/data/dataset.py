@@ -19,10 +19,10 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data import default_collate as _default_collate
 
+from lipsync.core.errors import InputError
 from lipsync.data import integrity
 from lipsync.data.pack import decode_crop
 from lipsync.data.samples import draw_references, mix64, uniforms_from_hash
-from lipsync.errors import InputError
 
 _REQUIRED = ("faces", "mels", "crops/clip_index", "clips/crop_start", "clips/crop_count",
              "samples/crop", "samples/mel_start", "samples/reference")

@@ -13,8 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from lipsync.errors import InputError
-from lipsync.logs import get_logger
+from lipsync.core.errors import InputError
+from lipsync.core.logs import get_logger
 
 log = get_logger(__name__)
 

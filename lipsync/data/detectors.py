@@ -19,8 +19,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from lipsync.errors import LipsyncError
-from lipsync.options import Option, defaults
+from lipsync.core.errors import LipsyncError
+from lipsync.core.options import Option, defaults
 
 Box = np.ndarray  # float64 (4,): x0, y0, x1, y1
 Candidates = np.ndarray  # float64 (K, 5): x0, y0, x1, y1, score

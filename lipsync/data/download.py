@@ -10,10 +10,10 @@ import time
 import urllib.error
 import urllib.request
 
-from lipsync.errors import InputError
-from lipsync.io import sha256_file, write_json
-from lipsync.logs import get_logger
-from lipsync.progress import progress
+from lipsync.core.errors import InputError
+from lipsync.core.io import sha256_file, write_json
+from lipsync.core.logs import get_logger
+from lipsync.core.progress import progress
 
 log = get_logger(__name__)
 

@@ -18,13 +18,13 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from lipsync.core.errors import InputError
+from lipsync.core.io import atomic_path, write_tsv
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults
+from lipsync.core.progress import progress
 from lipsync.data import decode, detectors
 from lipsync.data.manifest import ClipEntry, read_shard, shard_attributes
-from lipsync.errors import InputError
-from lipsync.io import atomic_path, write_tsv
-from lipsync.logs import get_logger
-from lipsync.options import Option, defaults
-from lipsync.progress import progress
 
 log = get_logger(__name__)
 

@@ -10,12 +10,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from lipsync.core.errors import InputError
+from lipsync.core.io import atomic_path, sha256_file, write_json
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option
 from lipsync.data import download, local
 from lipsync.data import manifest as manifest_io
-from lipsync.errors import InputError
-from lipsync.io import atomic_path, sha256_file, write_json
-from lipsync.logs import get_logger
-from lipsync.options import Option
 
 log = get_logger(__name__)
 

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import h5py
 import numpy as np
 
-from lipsync.errors import InputError, LipsyncError
-from lipsync.logs import get_logger
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option
 from lipsync.data import manifest as manifest_io
 from lipsync.data.manifest import ClipEntry
-from lipsync.errors import InputError, LipsyncError
-from lipsync.logs import get_logger
-from lipsync.options import Option
 
 log = get_logger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lipsync.errors import InputError
-from lipsync.io import write_tsv
+from lipsync.core.errors import InputError
+from lipsync.core.io import write_tsv
 
 COLUMNS = ["speaker", "clip", "video", "audio", "align"]
 
@@ -71,7 +71,7 @@ def read_shard(path: str | os.PathLike, shard: int, shard_size: int) -> list[Cli
 def shard_attributes(options: dict, shard: int, shard_size: int,
                      entries: list[ClipEntry]) -> dict:
     """HDF5 file attributes of a per-shard output: what made it, and which speaker shard it is."""
-    from lipsync import provenance
+    from lipsync.core import provenance
 
     attributes = {
         "options": json.dumps(options, sort_keys=True),

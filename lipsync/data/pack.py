@@ -17,17 +17,17 @@ import h5py
 import numpy as np
 import simplejpeg
 
+from lipsync.core.errors import InputError
+from lipsync.core.io import atomic_path
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults, resolve
+from lipsync.core.progress import progress
+from lipsync.core.provenance import describe
 from lipsync.data import integrity
 from lipsync.data import samples as sample_rules
 from lipsync.data.audio import AUDIO_DEFAULTS
 from lipsync.data.faces import VIDEO_DEFAULTS
 from lipsync.data.splits import read_split, shard_clips
-from lipsync.errors import InputError
-from lipsync.io import atomic_path
-from lipsync.logs import get_logger
-from lipsync.options import Option, defaults, resolve
-from lipsync.progress import progress
-from lipsync.provenance import describe
 
 log = get_logger(__name__)
 

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from lipsync.options import Option, defaults
+from lipsync.core.options import Option, defaults
 
 # Config section `samples`.
 OPTIONS = {

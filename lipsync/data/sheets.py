@@ -8,8 +8,8 @@ import cv2
 import h5py
 import numpy as np
 
-from lipsync.errors import InputError
-from lipsync.io import atomic_path
+from lipsync.core.errors import InputError
+from lipsync.core.io import atomic_path
 
 
 def contact_sheet(images, output: str | os.PathLike, *, gap: int = 2,

@@ -13,10 +13,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from lipsync.errors import InputError
-from lipsync.io import write_tsv
-from lipsync.logs import get_logger
-from lipsync.options import Option, defaults
+from lipsync.core.errors import InputError
+from lipsync.core.io import write_tsv
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults
 
 log = get_logger(__name__)
 

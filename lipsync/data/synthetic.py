@@ -20,12 +20,12 @@ import av
 import cv2
 import numpy as np
 
+from lipsync.core.errors import LipsyncError
+from lipsync.core.io import atomic_path, write_text
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option
 from lipsync.data import local
 from lipsync.data import manifest as manifest_io
-from lipsync.errors import LipsyncError
-from lipsync.io import atomic_path, write_text
-from lipsync.logs import get_logger
-from lipsync.options import Option
 
 log = get_logger(__name__)
 

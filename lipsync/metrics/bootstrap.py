@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lipsync.options import Option, defaults
+from lipsync.core.options import Option, defaults
 
 # Config section `evaluate.bootstrap`: confidence intervals by resampling test clips.
 OPTIONS = {

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync.errors import InputError, LipsyncError
-from lipsync.io import sha256_file
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.io import sha256_file
 
 
 def packaged_model(name: str) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lipsync.errors import InputError
+from lipsync.core.errors import InputError
 
 CHIP_SIZE = 150
 # dlib's input_rgb_image_sized: (pixel - channel mean) / 256, channel order R, G, B.

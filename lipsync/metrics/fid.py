@@ -19,15 +19,15 @@ from unittest import mock
 import numpy as np
 import torch
 
-from lipsync.device import pick_device
-from lipsync.errors import InputError, LipsyncError
-from lipsync.io import sha256_file
-from lipsync.logs import get_logger
+from lipsync.core.device import pick_device
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.io import sha256_file
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults
+from lipsync.core.progress import progress
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.registry import register_metric
 from lipsync.metrics.testset import TestSet, batches
-from lipsync.options import Option, defaults
-from lipsync.progress import progress
 
 log = get_logger(__name__)
 

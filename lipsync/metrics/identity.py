@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lipsync.errors import InputError, LipsyncError
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.options import Option, defaults
+from lipsync.core.progress import progress
 from lipsync.metrics import bootstrap, dlib_models, dlib_resnet
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.dlib_models import file_record, model_file
 from lipsync.metrics.landmarks import BLANK_STD, FrameMapper
 from lipsync.metrics.registry import register_metric
-from lipsync.options import Option, defaults
-from lipsync.progress import progress
 
 BACKENDS = ("torch", "dlib")
 OPTIONS = {

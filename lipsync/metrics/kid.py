@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from lipsync.core.options import Option, defaults
 from lipsync.metrics import fid
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.registry import options as metric_options
 from lipsync.metrics.registry import register_metric
-from lipsync.options import Option, defaults
 
 OPTIONS = {
     "subsets": Option(100, int, "Random subsets averaged (clean-fid, torch-fidelity: 100).",

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync.errors import InputError, LipsyncError
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.options import Option, defaults
+from lipsync.core.progress import progress
 from lipsync.metrics import dlib_models
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.dlib_models import file_record, model_file
 from lipsync.metrics.registry import register_metric
 from lipsync.metrics.testset import batches
-from lipsync.options import Option, defaults
-from lipsync.progress import progress
 
 OPTIONS = {
     "backend": Option("dlib", str, "dlib (68-point shape predictor) or fan (face-alignment's 2D "

@@ -14,14 +14,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lipsync.core.errors import LipsyncError
+from lipsync.core.options import Option, resolve
 from lipsync.data import alignments
-from lipsync.errors import LipsyncError
-from lipsync.lipread import objective
-from lipsync.lipread.dataset import clip_examples
+from lipsync.experts.lipread import objective
+from lipsync.experts.lipread.dataset import clip_examples
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.registry import register_metric
 from lipsync.models import lipreader
-from lipsync.options import Option, resolve
 
 OPTIONS = {
     "weights": Option("results/lipreader/lipreader.pt", str, "The lip reader (lipsync "
@@ -59,7 +59,7 @@ class _Transcriber:
         s = settings(options)
         if not s["weights"]:
             raise LipsyncError("evaluate.wer.weights is empty: no lip reader configured")
-        from lipsync.lipread.train import load_lipreader
+        from lipsync.experts.lipread.train import load_lipreader
 
         self.context = context
         self.network, state = load_lipreader(s["weights"], context.device)

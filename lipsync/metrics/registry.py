@@ -4,7 +4,7 @@ iterate what is registered and configured (`evaluate.metrics`), never a hard-cod
 A new metric is one module that subclasses `lipsync.metrics.base.Metric` under
 `@register_metric(..., options=OPTIONS)` and one line in `MODULES` below. Its Option table is the
 one declaration of its config section `evaluate.<name>`: defaults, the checks of its values and
-the section of the generated config schema (lipsync.config_schema) all come from it.
+the section of the generated config schema (lipsync.core.config_schema) all come from it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
-from lipsync import options as option_tables
-from lipsync.errors import LipsyncError
+from lipsync.core import options as option_tables
+from lipsync.core.errors import LipsyncError
 from lipsync.metrics.base import LEVELS, Column, Metric
 
 # One line per metric module; importing a module registers the metrics it defines.

@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lipsync.errors import InputError, LipsyncError
-from lipsync.io import atomic_path, write_json, write_tsv
-from lipsync.logs import get_logger
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.io import atomic_path, write_json, write_tsv
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults
+from lipsync.core.progress import progress
+from lipsync.core.provenance import describe
 from lipsync.metrics import bootstrap, registry
 from lipsync.metrics.base import NA, Batch, Context, Metric, Result, shown  # noqa: F401
 from lipsync.metrics.testset import GeneratedSet, TestSet, batches
-from lipsync.options import Option, defaults
-from lipsync.progress import progress
-from lipsync.provenance import describe
 
 log = get_logger(__name__)
 
@@ -76,7 +76,7 @@ def write_reference(metric_name: str, test_set: str | os.PathLike, output: str |
     """
     import torch  # here, not above: merging a system's scores needs no torch
 
-    from lipsync.device import pick_device
+    from lipsync.core.device import pick_device
 
     torch.set_num_threads(max(1, threads))
     s = settings(options)
@@ -227,7 +227,7 @@ def _score_pass(generated, test_set, metrics: list[type[Metric]], references: di
     """Score `generated` with `metrics` in one streaming pass over the test set."""
     import torch
 
-    from lipsync.device import pick_device
+    from lipsync.core.device import pick_device
 
     torch.set_num_threads(max(1, threads))
     s = settings(options)

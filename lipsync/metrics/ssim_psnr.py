@@ -15,11 +15,11 @@ import warnings
 
 import numpy as np
 
-from lipsync.errors import LipsyncError
+from lipsync.core.errors import LipsyncError
+from lipsync.core.options import Option, defaults
 from lipsync.metrics.base import Batch, Column, Metric, Result
 from lipsync.metrics.kernels import K1, K2, WINDOW, psnr_torch, ssim_torch
 from lipsync.metrics.registry import register_metric
-from lipsync.options import Option, defaults
 
 OPTIONS = {
     "backend": Option("torch", str, "torch (fast, equal to scikit-image within 1e-6) or skimage "

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lipsync.errors import InputError, LipsyncError
-from lipsync.io import sha256_file
-from lipsync.logs import get_logger
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.io import sha256_file
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.registry import register_metric
 from lipsync.metrics.testset import TestSet
-from lipsync.options import Option, defaults
 
 log = get_logger(__name__)
 
@@ -161,7 +161,7 @@ class _LSE(Metric):
     @classmethod
     def reference(cls, test_set: TestSet, options: dict, *, device, threads: int = 1) -> dict:
         """Audio embeddings of every test clip, and the real clips' LSE (the upper bound)."""
-        from lipsync.progress import progress
+        from lipsync.core.progress import progress
 
         expert = cls._expert(options, device)
         clips = test_set.clip_table()
@@ -319,8 +319,8 @@ class LSE(_LSE):
     @classmethod
     @torch.no_grad()
     def _embed_audio(cls, expert, test_set, clip, options, device) -> np.ndarray:
+        from lipsync.experts.sync.dataset import audio_start, last_audio_frame
         from lipsync.models.syncnet import mel_window
-        from lipsync.sync.dataset import audio_start, last_audio_frame
 
         spf = _steps_per_frame(test_set)
         width = mel_window(expert.frames)

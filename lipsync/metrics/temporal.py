@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from lipsync.core.options import Option, resolve
 from lipsync.metrics import landmarks
 from lipsync.metrics.base import Batch, Column, Context, Metric, Result
 from lipsync.metrics.registry import register_metric
-from lipsync.options import Option, resolve
 
 OPTIONS = {
     "mouth_rows": Option([0.5, 1.0], list, "The mouth region: rows [a*H, b*H) of the crop "

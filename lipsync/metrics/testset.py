@@ -15,9 +15,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from lipsync.core.errors import InputError
 from lipsync.data import integrity
 from lipsync.data.pack import decode_png
-from lipsync.errors import InputError
 
 # A batch whose crops span more than this many times its length is read crop by crop (fancy
 # indexing) rather than as one contiguous slice, so a scattered batch never reads the whole file.

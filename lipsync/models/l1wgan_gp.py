@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from lipsync.core.options import Option, defaults
 from lipsync.models import lipgan
-from lipsync.options import Option, defaults
 
 INPUT_SHAPE = lipgan.INPUT_SHAPE
 

@@ -4,7 +4,7 @@ when it plans)."""
 
 from __future__ import annotations
 
-from lipsync.options import Option, defaults
+from lipsync.core.options import Option, defaults
 
 # The networks' fixed input (lipsync.models.networks): the config must produce exactly this.
 INPUT_SHAPE = {"image_size": 96, "n_mels": 80, "mel_window": 27}

@@ -10,7 +10,7 @@ chance is 1 / (choices of the slot).
 Network: a 3-D convolution over (time, height, width) as in LipNet's front end (Assael et al.
 2016), two 2-D convolution blocks per frame, a temporal convolution, mean over time, and one
 linear layer over the vocabulary. Its BatchNorm statistics are recomputed over the training
-examples once training ends (lipsync.lipread.train.recalibrate_batchnorm): the running averages
+examples once training ends (lipsync.experts.lipread.train.recalibrate_batchnorm): the running averages
 lag weights that still move fast, and on real s1 they scored 0.23 held-out accuracy in eval mode
 where the same weights score 0.71 with recomputed statistics (chance 0.19). Torch-free until
 `build`.
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lipsync.core.options import Option, resolve
 from lipsync.data.alignments import GRAMMAR, SLOTS
-from lipsync.options import Option, resolve
 
 OPTIONS = {
     "frames": Option(8, int, "Frames sampled evenly over a word's aligned span (GRID's words "

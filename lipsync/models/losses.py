@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Precision lives in lipsync.precision; imported here for the schemes (and older imports).
-from lipsync.precision import Precision
+# Precision lives in lipsync.training.precision; imported here for the schemes (and older imports).
+from lipsync.training.precision import Precision
 
 
 def contrastive_loss(distance: torch.Tensor, unsynced: float) -> torch.Tensor:

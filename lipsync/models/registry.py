@@ -7,8 +7,8 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lipsync import options as option_tables
-from lipsync.errors import LipsyncError
+from lipsync.core import options as option_tables
+from lipsync.core.errors import LipsyncError
 
 if TYPE_CHECKING:
     from torch import nn

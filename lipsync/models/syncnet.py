@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipsync.errors import InputError
+from lipsync.core.errors import InputError
+from lipsync.core.options import Option, resolve
 from lipsync.models.blocks import ConvBlock, ResidualBlock, count_parameters, scaled
-from lipsync.options import Option, resolve
 
 # The expert's fixed input, from the packed data (docs/ARCHITECTURE.md): 96x96 RGB crops, 80 mel
 # bands at 16/5 mel steps per 25 fps video frame.
@@ -135,7 +135,7 @@ def load_expert(path: str | os.PathLike, device: torch.device | str = "cpu"
                 ) -> tuple[SyncExpert, dict]:
     """The trained expert (eval mode) from `lipsync train-syncnet`'s output or a checkpoint,
     and what it says about itself (options, windows trained, held-out accuracy, provenance)."""
-    from lipsync.checkpoint import load_network
+    from lipsync.training.checkpoint import load_network
 
     path = Path(path)
     if not path.is_file():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from lipsync.core.options import defaults
 from lipsync.models import l1wgan_gp
-from lipsync.options import defaults
 
 INPUT_SHAPE = l1wgan_gp.INPUT_SHAPE
 OPTIONS = l1wgan_gp.wgan_options(0.0, "Plain WGAN-GP has no L1 term; > 0 makes it L1WGAN-GP.")

@@ -1,0 +1,1 @@
+"""Tables and figures of the scored systems and the studies, for the workflow's report."""

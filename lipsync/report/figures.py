@@ -18,11 +18,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lipsync.errors import InputError  # noqa: E402
-from lipsync.io import atomic_path  # noqa: E402
-from lipsync.logs import get_logger  # noqa: E402
+from lipsync.core.errors import InputError  # noqa: E402
+from lipsync.core.io import atomic_path  # noqa: E402
+from lipsync.core.logs import get_logger  # noqa: E402
+from lipsync.core.options import Option, defaults  # noqa: E402
 from lipsync.metrics.testset import GeneratedSet, TestSet  # noqa: E402
-from lipsync.options import Option, defaults  # noqa: E402
 
 log = get_logger(__name__)
 

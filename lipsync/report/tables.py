@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from lipsync.errors import InputError, LipsyncError
-from lipsync.io import write_text
-from lipsync.logs import get_logger
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.io import write_text
+from lipsync.core.logs import get_logger
 from lipsync.metrics.base import NA, shown
 
 log = get_logger(__name__)

@@ -15,8 +15,8 @@ from snakemake.exceptions import WorkflowError
 # structure in ../schemas/config.schema.yaml); it fills in every default. Then what a schema
 # cannot say (run overrides, model input shapes, relations between audio settings). Both fail
 # before planning with the key named as a config path (video.fps: 0: must be greater than 0).
-from lipsync.config import check_config, run_options as _run_options
-from lipsync.config_schema import validate as validate_config
+from lipsync.core.config import check_config, run_options as _run_options
+from lipsync.core.config_schema import validate as validate_config
 
 validate_config(config)
 check_config(config)
@@ -83,12 +83,12 @@ def faces_options():
     return json.dumps({"faces": faces, "video": config["video"]}, sort_keys=True)
 
 
-# --- code hashes: what each lipsync command runs (lipsync.codehash) ----------------------------
+# --- code hashes: what each lipsync command runs (lipsync.core.codehash) ----------------------------
 
 
 @functools.cache
 def _cached_code_hash(command, extra_modules):
-    from lipsync import codehash
+    from lipsync.core import codehash
 
     try:
         return codehash.code_hash(PACKAGE, command, extra_modules)
@@ -183,13 +183,13 @@ def runs():
 
 def run_options(run):
     """Training options of one run: shared options, the model's options, then the run's overrides."""
-    # Overrides go to the model by its option table (lipsync.config.run_options).
+    # Overrides go to the model by its option table (lipsync.core.config.run_options).
     return json.dumps(_run_options(config, run), sort_keys=True)
 
 
 from lipsync.report.tables import TABLES
 
-# Systems without a generator (lipsync.generate.BASELINES).
+# Systems without a generator (lipsync.tools.generate.BASELINES).
 BASELINES = ["real", "identity"]
 
 
@@ -394,9 +394,9 @@ def _folder_fingerprint(folder):
 
 
 def _hold_run_lock():
-    """Clear the locks of a killed snakemake (lipsync.stale_locks) and keep the run lock."""
+    """Clear the locks of a killed snakemake (lipsync.core.stale_locks) and keep the run lock."""
     from snakemake.settings.types import ExecMode
-    from lipsync.stale_locks import hold_run_lock
+    from lipsync.core.stale_locks import hold_run_lock
 
     if workflow.exec_mode != ExecMode.DEFAULT:
         return None  # the snakemake inside a cluster job: the main one owns the locks

@@ -25,7 +25,7 @@ rule train:
     params:
         options=lambda w: run_options(w.run),
         run_dir=lambda w, output: os.path.dirname(output.generator),
-        # Several GPUs: one process per GPU on the job's node, data-parallel (lipsync.train).
+        # Several GPUs: one process per GPU on the job's node, data-parallel (lipsync.training.loop).
         launcher=lambda w, resources: (
             "lipsync"
             if int(resources.gpu) <= 1

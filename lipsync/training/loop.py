@@ -5,9 +5,9 @@ resumable bit for bit.
 their loss scheme, batch preparation, a validation metric, which networks the output file holds)
 and owns everything else once: data order, resume from the newest checkpoint, save on SIGTERM,
 stop on a non-finite loss, snapshots, log.jsonl, tensorboard, progress, validation, data-parallel
-processes (lipsync.distributed) and mixed precision (lipsync.precision). Its options are the table
-of lipsync.train_options. The generator/discriminator pairs of lipsync.models.registry are trained
-by `training_loop`/`train_run` (`lipsync train`), the sync expert by lipsync.sync.train
+processes (lipsync.training.distributed) and mixed precision (lipsync.training.precision). Its options are the table
+of lipsync.training.options. The generator/discriminator pairs of lipsync.models.registry are trained
+by `training_loop`/`train_run` (`lipsync train`), the sync expert by lipsync.experts.sync.train
 (`lipsync train-syncnet`); docs/ARCHITECTURE.md ("Training") says how to add a network.
 """
 
@@ -29,22 +29,22 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from lipsync import checkpoint as ckpt
-from lipsync import distributed, rng
+from lipsync.core.device import pick_device
+from lipsync.core.errors import InputError, LipsyncError, TrainingError
+from lipsync.core.io import atomic_path, write_json
+from lipsync.core.logs import get_logger
+from lipsync.core.options import describe, resolve
+from lipsync.core.progress import progress
+from lipsync.core.provenance import describe as provenance
 from lipsync.data.dataset import collate, model_inputs
-from lipsync.device import pick_device
-from lipsync.errors import InputError, LipsyncError, TrainingError
-from lipsync.io import atomic_path, write_json
-from lipsync.logs import get_logger
 from lipsync.metrics.kernels import psnr_torch, ssim_torch
 from lipsync.models import registry
-from lipsync.options import describe, resolve
-from lipsync.precision import Precision
-from lipsync.progress import progress
-from lipsync.provenance import describe as provenance
-from lipsync.train_options import DEFAULTS, OPTIONS
+from lipsync.training import checkpoint as ckpt
+from lipsync.training import distributed, rng
+from lipsync.training.options import DEFAULTS, OPTIONS
+from lipsync.training.precision import Precision
 
-log = get_logger("lipsync.train")
+log = get_logger("lipsync.training.loop")
 
 # Options that must match a checkpoint to resume from it (others, e.g. total_samples, may change);
 # a trainee adds its own (Trainee.settings).
@@ -143,7 +143,7 @@ def run_training(trainee: Trainee, *, train_set: Dataset, run_dir: str | os.Path
     `output`. Returns a summary dict. Raises TrainingError on a non-finite loss (naming the last
     good checkpoint) and TrainingInterrupted after saving on SIGTERM.
 
-    Options (lipsync.train_options.OPTIONS):
+    Options (lipsync.training.options.OPTIONS):
     """
     o = resolve(OPTIONS, options, "training_loop")
     rank, world, local_rank = distributed.distributed_environment()
@@ -310,7 +310,7 @@ def _sigterm_flag() -> Iterator[dict]:
 
 def _save_checkpoint(run: _Run, nets: _Networks) -> Path:
     """The one checkpoint format: every network, optimizer and scaler by name, the counts, the
-    config, each rank's random streams and provenance (lipsync.checkpoint loads it)."""
+    config, each rank's random streams and provenance (lipsync.training.checkpoint loads it)."""
     states = distributed.all_gather(rng.rng_state(), run.world)
     path = ckpt.checkpoint_path(run.checkpoints, run.samples)
     if run.main:
@@ -467,7 +467,7 @@ def network_file(*, kind: str, model: str, model_options: dict,
                  networks: dict[str, nn.Module], config: dict, step: int, samples: int,
                  validation: dict | None = None, **info) -> dict:
     """The state of a trained-network file (final output or snapshot): the weights of
-    `networks` on CPU by name, what made them and provenance; lipsync.checkpoint loads it."""
+    `networks` on CPU by name, what made them and provenance; lipsync.training.checkpoint loads it."""
     weights = {name: {k: v.detach().cpu() for k, v in network.state_dict().items()}
                for name, network in networks.items()}
     return {"kind": kind, "model": model, "model_options": model_options, "networks": weights,
@@ -669,7 +669,7 @@ def training_loop(*, train_set, run_dir, model: str = "lipgan", model_options: d
 def export_generator(output, generator, model: str, model_options: dict, config: dict,
                      step: int, samples: int, validation: dict | None = None) -> Path:
     """Write a generator file (as a run's output): weights plus model name, options, config and
-    provenance, in the format lipsync.checkpoint.load_generator reads."""
+    provenance, in the format lipsync.training.checkpoint.load_generator reads."""
     return ckpt.save(output, network_file(
         kind="generator", model=model, model_options=model_options,
         networks={"generator": generator}, config=config, step=step, samples=samples,

@@ -15,10 +15,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from lipsync.errors import InputError, LipsyncError
-from lipsync.io import write_json, write_tsv
-from lipsync.logs import get_logger
-from lipsync.options import Option, defaults
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.io import write_json, write_tsv
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults
 
 log = get_logger(__name__)
 
@@ -167,7 +167,7 @@ def synthetic_subset(output: str | os.PathLike, *, train_clips: int = 4, test_cl
 
 
 def _describe(output: Path, counts: dict, **fields) -> dict:
-    from lipsync.provenance import describe
+    from lipsync.core.provenance import describe
 
     summary = {**fields, "bytes": _check_size(output),
                **{name.removesuffix(".h5"): {"clips": counts[name]["clip_ids"],

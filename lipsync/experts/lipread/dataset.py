@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lipsync.core.errors import LipsyncError
+from lipsync.core.logs import get_logger
 from lipsync.data.alignments import SLOTS, Segment
-from lipsync.errors import LipsyncError
-from lipsync.logs import get_logger
 from lipsync.metrics.testset import TestSet
 from lipsync.models import lipreader
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from lipsync import options as option_tables
-from lipsync.errors import LipsyncError
-from lipsync.options import Table
+from lipsync.core import options as option_tables
+from lipsync.core.errors import LipsyncError
+from lipsync.core.options import Table
 
-STRUCTURE = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+STRUCTURE = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class ConfigSchemaError(LipsyncError):
@@ -27,16 +27,16 @@ class ConfigSchemaError(LipsyncError):
 def section_tables() -> dict[str, Table]:
     """Config path -> the Option table that declares that section, from the module using it."""
     # Imported here, not at the top: each module is heavy and only planning needs all of them.
-    from lipsync import train_options
-    from lipsync import dub
     from lipsync.analysis import agreement
     from lipsync.data import audio, corpus, faces, pack, samples, splits
-    from lipsync.lipread import train as lipread_train
+    from lipsync.experts.lipread import train as lipread_train
+    from lipsync.experts.sync import train as sync_train
     from lipsync.metrics import bootstrap, registry, score
     from lipsync.models import lipreader, syncnet
     from lipsync.models import registry as models
     from lipsync.report import figures
-    from lipsync.sync import train as sync_train
+    from lipsync.tools import dub
+    from lipsync.training import options as train_options
 
     tables = {"data": corpus.OPTIONS, "video": faces.VIDEO_OPTIONS, "faces": faces.FACES_OPTIONS,
               "audio": audio.AUDIO_OPTIONS, "samples": samples.OPTIONS,
@@ -156,7 +156,7 @@ def reference() -> str:
     """The config reference in Markdown: every table-declared option with its default and doc,
     section by section (docs/config.md is this text; a test keeps it current)."""
     lines = ["# Config reference", "",
-             "Generated from the Option tables by `python -m lipsync.config_schema`; the structure",
+             "Generated from the Option tables by `python -m lipsync.core.config_schema`; the structure",
              "(`training.runs`, `evaluate.external`, `analysis.defects`, `dub`) is",
              "documented in `workflow/schemas/config.schema.yaml`.", ""]
     for path, table in section_tables().items():

@@ -100,7 +100,7 @@ def refuse_overwriting(outputs: dict[str, str | os.PathLike],
                        inputs: dict[str, str | os.PathLike]) -> None:
     """Raise LipsyncError when an output (by role) is one of the inputs, before any work is done:
     writing it would destroy the user's file."""
-    from lipsync.errors import LipsyncError
+    from lipsync.core.errors import LipsyncError
 
     for out_role, out in outputs.items():
         for in_role, source in inputs.items():

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lipsync.core.errors import InputError
 from lipsync.data import integrity
 from lipsync.data.samples import config_steps_per_frame, mix64, uniforms_from_hash
-from lipsync.errors import InputError
 from lipsync.metrics.testset import read_faces
 
 _REQUIRED = ("faces", "mels", "clips/speaker", "clips/clip", "clips/crop_start",

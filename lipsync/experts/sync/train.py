@@ -1,9 +1,9 @@
 """What is specific to training the SyncNet expert (`lipsync train-syncnet`): its options, its
 windows of a packed training split, its objective (a loss scheme) and its validation metric. The
-loop itself (resume, SIGTERM, NaN stop, logs, checkpoints) is lipsync.train.run_training's.
+loop itself (resume, SIGTERM, NaN stop, logs, checkpoints) is lipsync.training.loop.run_training's.
 
 Validation is in-sync vs off-sync accuracy on clips of the training split held out by a seeded
-rule (lipsync.sync.dataset.held_out_clips), never on the test split.
+rule (lipsync.experts.sync.dataset.held_out_clips), never on the test split.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from lipsync.errors import InputError, LipsyncError
-from lipsync.logs import get_logger
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults, resolve
+from lipsync.experts.sync.dataset import SyncWindows, expert_inputs, held_out_clips, read_index
 from lipsync.models import syncnet
-from lipsync.options import Option, defaults, resolve
-from lipsync.precision import Precision
-from lipsync.sync.dataset import SyncWindows, expert_inputs, held_out_clips, read_index
-from lipsync.train import Trainee, run_training, set_aside_stale_checkpoints
-from lipsync.train_options import OPTIONS as LOOP_OPTIONS
+from lipsync.training.loop import Trainee, run_training, set_aside_stale_checkpoints
+from lipsync.training.options import OPTIONS as LOOP_OPTIONS
+from lipsync.training.precision import Precision
 
-log = get_logger("lipsync.sync.train")
+log = get_logger("lipsync.experts.sync.train")
 
 # The expert's own options; they fix its weights, so a change starts over.
 EXPERT_OPTIONS = {

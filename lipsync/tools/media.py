@@ -16,11 +16,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from lipsync.errors import LipsyncError
-from lipsync.io import atomic_path
-from lipsync.options import Option, defaults, resolve
+from lipsync.core.errors import LipsyncError
+from lipsync.core.io import atomic_path
+from lipsync.core.options import Option, defaults, resolve
 
-# Config section dub.encode: one Option per key (lipsync.options), checked before any decode.
+# Config section dub.encode: one Option per key (lipsync.core.options), checked before any decode.
 ENCODE_OPTIONS = {
     "codec": Option("auto", str, "video codec; auto: libx264 when PyAV's FFmpeg has it, else "
                     "mpeg4 (both play widely)"),

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-from lipsync.errors import LipsyncError
+from lipsync.core.errors import LipsyncError
 
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
           list: "a list"}

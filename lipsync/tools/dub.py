@@ -5,7 +5,7 @@ an input is refused), the audio (16 kHz for the mels, the muxing rate for the tr
 first pass over the face video in chunks: detector and tracker, only the boxes kept), then a
 second pass in chunks of `dub.batch_size` frames: crop, generate (96x96, LipGAN's input: the
 frame's own face as reference ++ that face with its lower half masked), blend (the generated lower
-half resized into the face box under a feathered mask) and encode (lipsync.media). Memory is
+half resized into the face box under a feathered mask) and encode (lipsync.tools.media). Memory is
 bounded by the chunk, not the video's length (lipsync.data.stream).
 
 Timing: the output keeps the face video's frame rate (a photo gets `dub.still_fps`); output frame
@@ -24,17 +24,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.io import refuse_overwriting, same_file, write_json
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults, resolve
+from lipsync.core.progress import progress
+from lipsync.core.provenance import describe
 from lipsync.data import decode, detectors, stream
 from lipsync.data import faces as face_tracks
 from lipsync.data import samples as sample_rules
 from lipsync.data.audio import AUDIO_OPTIONS, melspectrogram
-from lipsync.errors import InputError, LipsyncError
-from lipsync.io import refuse_overwriting, same_file, write_json
-from lipsync.logs import get_logger
-from lipsync.media import ENCODE_OPTIONS, container_format, resolve_encode, write_video
-from lipsync.options import Option, defaults, resolve
-from lipsync.progress import progress
-from lipsync.provenance import describe
+from lipsync.tools.media import ENCODE_OPTIONS, container_format, resolve_encode, write_video
 
 log = get_logger(__name__)
 
@@ -89,7 +89,7 @@ def check_device(text: str, where: str):
     """`text` as a torch.device that exists on this machine, or a LipsyncError naming `where`."""
     import torch
 
-    from lipsync.device import pick_device
+    from lipsync.core.device import pick_device
 
     try:
         device = pick_device(text)
@@ -201,7 +201,7 @@ def _load(generator: str, device):
 
     if str(generator) == "identity":
         return None, "identity", {}, registry.input_shape("lipgan")
-    from lipsync.checkpoint import load_generator
+    from lipsync.training.checkpoint import load_generator
 
     model, info = load_generator(generator, device)
     return model, info["model"], info["model_options"], registry.input_shape(info["model"])

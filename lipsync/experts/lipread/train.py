@@ -1,8 +1,8 @@
 """What is specific to training the GRID lip reader (`lipsync train-lipreader`): its options, its
 word-slot examples of a packed training split, its objective (a loss scheme) and its validation
 (per-slot accuracy, WER, CER). The loop itself (resume, SIGTERM, NaN stop, logs, checkpoints) is
-lipsync.train.run_training's. Validation is on clips of the training split held out by a seeded
-hash (lipsync.sync.dataset.held_out_clips), never on the test split.
+lipsync.training.loop.run_training's. Validation is on clips of the training split held out by a seeded
+hash (lipsync.experts.sync.dataset.held_out_clips), never on the test split.
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipsync import checkpoint
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults, resolve
 from lipsync.data import alignments
-from lipsync.errors import InputError, LipsyncError
-from lipsync.lipread import objective
-from lipsync.lipread.dataset import WordSlots, read_clip_mouths
-from lipsync.logs import get_logger
+from lipsync.experts.lipread import objective
+from lipsync.experts.lipread.dataset import WordSlots, read_clip_mouths
+from lipsync.experts.sync.dataset import held_out_clips
 from lipsync.models import lipreader
-from lipsync.options import Option, defaults, resolve
-from lipsync.precision import Precision
-from lipsync.sync.dataset import held_out_clips
-from lipsync.train import Trainee, run_training, set_aside_stale_checkpoints
-from lipsync.train_options import OPTIONS as LOOP_OPTIONS
+from lipsync.training import checkpoint
+from lipsync.training.loop import Trainee, run_training, set_aside_stale_checkpoints
+from lipsync.training.options import OPTIONS as LOOP_OPTIONS
+from lipsync.training.precision import Precision
 
 log = get_logger(__name__)
 

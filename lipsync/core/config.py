@@ -1,5 +1,5 @@
 """Checks of the whole workflow config that its JSON schema cannot express, run before the DAG is
-planned, after lipsync.config_schema.validate has filled in every default: run overrides routed to
+planned, after lipsync.core.config_schema.validate has filled in every default: run overrides routed to
 the model or the loop and checked against their tables, each model's fixed input shape against the
 data settings, relations between audio settings. Torch-free.
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lipsync import options as option_tables
-from lipsync.errors import LipsyncError
+from lipsync.core import options as option_tables
+from lipsync.core.errors import LipsyncError
 from lipsync.models import registry
-from lipsync.train_options import OPTIONS as LOOP_OPTIONS
+from lipsync.training.options import OPTIONS as LOOP_OPTIONS
 
 # Keys of a training.runs entry that are not options: what the run trains on which split.
 RUN_KEYS = ("model", "train_set")

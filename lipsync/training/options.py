@@ -1,12 +1,12 @@
 """Every option of the training loop, in one table: default, type, range and why.
 
-lipsync.train.training_loop takes these keywords, the workflow checks `training.options` and the
+lipsync.training.loop.training_loop takes these keywords, the workflow checks `training.options` and the
 runs' overrides against them before it plans, and the docs list them from here. Torch-free.
 """
 
 from __future__ import annotations
 
-from lipsync.options import Option, defaults
+from lipsync.core.options import Option, defaults
 
 # The paper publishes neither epochs nor schedule; each value says where it comes from.
 OPTIONS = {

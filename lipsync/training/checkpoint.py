@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lipsync.errors import InputError, LipsyncError
-from lipsync.io import atomic_path
-from lipsync.logs import get_logger
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.io import atomic_path
+from lipsync.core.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -82,7 +82,7 @@ def prune(folder: str | os.PathLike, keep: int) -> None:
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint or trained-network file written by lipsync.train (our own files: not
+    """Load a checkpoint or trained-network file written by lipsync.training.loop (our own files: not
     weights-only); which networks it holds is the keys of its "networks"."""
     path = Path(path)
     if not path.is_file():

@@ -11,15 +11,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lipsync.device import pick_device
-from lipsync.errors import InputError
-from lipsync.io import atomic_path
-from lipsync.logs import get_logger
-from lipsync.options import Option, defaults, resolve
-from lipsync.progress import progress
-from lipsync.provenance import describe
+from lipsync.core.device import pick_device
+from lipsync.core.errors import InputError
+from lipsync.core.io import atomic_path
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults, resolve
+from lipsync.core.progress import progress
+from lipsync.core.provenance import describe
 
-log = get_logger("lipsync.generate")
+log = get_logger("lipsync.tools.generate")
 
 OPTIONS = {
     "batch_size": Option(64, int, "Inference only: memory, not results, depends on it.",
@@ -55,7 +55,7 @@ def generate(generator: str | os.PathLike, test_set: str | os.PathLike,
     if str(generator) in BASELINES:
         model = None
     else:
-        from lipsync.checkpoint import load_generator
+        from lipsync.training.checkpoint import load_generator
 
         model, info = load_generator(generator, device)
         attrs.update(model=info["model"], checkpoint=str(Path(generator).resolve()),

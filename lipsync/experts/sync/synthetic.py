@@ -14,12 +14,12 @@ import h5py
 import numpy as np
 import scipy.signal
 
+from lipsync.core.io import atomic_path
 from lipsync.data import integrity
 from lipsync.data import synthetic as corpus
 from lipsync.data.audio import AUDIO_DEFAULTS, fit_length, melspectrogram
 from lipsync.data.faces import VIDEO_DEFAULTS
 from lipsync.data.samples import DEFAULTS as SAMPLE_DEFAULTS
-from lipsync.io import atomic_path
 
 # The pipeline's defaults (video.fps, audio.sample_rate, samples.edge_frames): kept crops are
 # frames 4..n-4, as the packer keeps them.
@@ -85,7 +85,7 @@ def write_split(path: str | os.PathLike, *, speakers: tuple[str, ...] = ("s1", "
                                         "hop_length": AUDIO_DEFAULTS["hop_length"]},
               "video": {"fps": FPS}, "samples": {"mel_window": SAMPLE_DEFAULTS["mel_window"],
                                                  "edge_frames": EDGE_FRAMES},
-              "seed": seed, "source": "lipsync.sync.synthetic"}
+              "seed": seed, "source": "lipsync.experts.sync.synthetic"}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
         out["faces"] = np.concatenate(crops)
         out["mels"] = np.concatenate(mels).astype(np.float32)

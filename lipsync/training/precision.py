@@ -8,7 +8,7 @@ import contextlib
 import torch
 from torch import nn
 
-from lipsync.distributed import average_gradients
+from lipsync.training.distributed import average_gradients
 
 
 class Precision:

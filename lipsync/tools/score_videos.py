@@ -17,18 +17,18 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from lipsync.core.errors import InputError, LipsyncError
+from lipsync.core.io import atomic_path, refuse_overwriting, write_json, write_tsv
+from lipsync.core.logs import get_logger
+from lipsync.core.options import Option, defaults, resolve
+from lipsync.core.progress import progress
+from lipsync.core.provenance import describe
 from lipsync.data import decode, detectors, integrity, stream
 from lipsync.data import faces as face_tracks
 from lipsync.data import samples as sample_rules
 from lipsync.data.audio import AUDIO_OPTIONS, fit_length, melspectrogram
-from lipsync.dub import check_faces
-from lipsync.errors import InputError, LipsyncError
-from lipsync.io import atomic_path, refuse_overwriting, write_json, write_tsv
-from lipsync.logs import get_logger
 from lipsync.metrics import score
-from lipsync.options import Option, defaults, resolve
-from lipsync.progress import progress
-from lipsync.provenance import describe
+from lipsync.tools.dub import check_faces
 
 log = get_logger(__name__)
 

@@ -1,0 +1,2 @@
+"""The one training loop and what it rests on: its options, checkpoints, mixed precision, data
+parallelism, random state."""
