@@ -112,7 +112,7 @@ def test_demo_runs_the_whole_dag(demo):
     with h5py.File(results / "datasets" / "test.h5") as test_set:
         n_samples = len(test_set["samples/crop"])
         assert (test_set["samples/reference"][:] >= 0).all()
-    runs = ("lipgan-small", "lipgan-full", "l1wgan_gp-full", "wgan_gp-full")
+    runs = tuple(yaml.safe_load((demo / DEMO).read_text())["training"]["runs"])
     for run in runs:
         assert (results / "train" / run / "generator.pt").exists()
     for run in (*BASELINES, *runs):
