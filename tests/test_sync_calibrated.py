@@ -66,5 +66,5 @@ def test_real_clips_score_one_and_a_desynced_mouth_scores_lower(tmp_path):
     assert anchors["floor_lse_d"] > anchors["real_lse_d"]
     # Measured at seed 0 (anchors: real D 1.178, C 0.358; floor D 1.295, C 0.215): LSE-D/C take
     # the best offset, so the mouth 6 frames late keeps D position near 1; the offset share sees
-    # it: 0.00 of the clips within one frame at seeds 0, 2, 3, 4 and 6 (real: 1.00 at each).
+    # it: 0.00 of the clips within one frame at each seed 0..9 (real: 1.00 at each).
     assert desync["columns"]["offset_within_1"]["value"] < 0.5
