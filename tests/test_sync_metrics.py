@@ -23,9 +23,11 @@ from lipsync.sync import train as sync_train
 # (about 15 s on one idle core, 60 s on a busy one, hence `slow`). What a short run learns depends
 # on the CPU's floating-point paths (0.77 vs 0.64 held-out accuracy on two machines), so the
 # training seed stands in for another CPU's rounding: every bound below holds at seeds 0..9 and
-# states its worst measured value (seed 9 learns the weakest expert). On 2 x 3 clips seeds 4 and 6 learnt experts that put real
-# clips 8 to 15 frames off (seed 4: held-out AUC 0.565); 120 steps on them still failed at seed 3
-# (three clips 9 to 15 frames off); 5 clips a speaker at 60 steps is the cheapest that held.
+# states its worst measured value (seed 9 learns the weakest expert). On 2 x 3 clips, seeds 4
+# and 6 learnt experts that put real clips 8 to 15 frames off (seed 4: held-out AUC 0.565), and
+# 120 steps on them still failed at seed 3 (three clips 9 to 15 frames off); 5 clips a speaker
+# at 60 steps held, at the same cost (24.0 s before vs 22.5 s for this file's slow tests on a
+# shared 2-core machine at load 2).
 SPEAKERS = ("s1", "s2")
 CLIPS_PER_SPEAKER = 5
 EXPERT_OPTIONS = {"model": {"width": 0.125},
