@@ -95,7 +95,8 @@ def test_lip_reader_learns_the_words_on_held_out_clips(trained):
     folder, _, summary = trained
     scores = summary["validation"]
     # Measured: held-out accuracy 1.00 (chance over the four spoken words of each slot 0.25)
-    # after 100 steps of 24 on 32 clips; the bound leaves room for any CPU's float differences.
+    # after 100 steps of 24 on 32 clips, at every training seed 0..9 (a seed stands in for
+    # another CPU's rounding; margin 0.4 above the bound).
     assert summary["held_out_clips"] == 8 and scores["clips"] == 8
     assert scores["accuracy"] > 0.6
     assert {f"accuracy_{slot}" for slot in alignments.SLOTS} <= set(scores)
@@ -128,7 +129,9 @@ def test_wer_is_low_on_the_real_mouths_and_near_chance_for_a_frozen_mouth(traine
     write_generated(folder / "frozen.h5", frozen)
     frozen_scores = score_all(folder, test, folder / "frozen.h5", options)["metrics"]
     # Measured: real WER 0.00, CER 0.00; frozen WER 0.79 on 12 clips (chance over the four
-    # spoken words of each slot: 0.75). Bounds 0.25 from each.
+    # spoken words of each slot: 0.75). Over training seeds 0..9 (a stand-in for another CPU's
+    # rounding) real WER and CER stay 0.00 and the frozen WER is at worst 0.67 (seed 2; margin
+    # 0.17), its CER at worst 0.53.
     assert real_scores["wer"]["columns"]["wer"]["value"] < 0.25
     assert frozen_scores["wer"]["columns"]["wer"]["value"] > 0.5
     assert frozen_scores["cer"]["columns"]["cer"]["value"] > \
