@@ -58,13 +58,13 @@ def test_expert_separates_in_sync_from_off_sync_on_held_out_clips(trained):
     _, _, summary = trained
     assert summary["held_out_clips"] == 3
     # Separation is asserted threshold-free: the AUC (chance 0.5; its standard error by chance
-    # with 128 + 128 pairs is 0.036, so 0.6 is 2.8 of them above). Measured 0.897 at seed 0,
-    # worst 0.674 over seeds 0..9 (seed 9; margin 0.074). The accuracy at logit 0 swings with
-    # the learnt bias (0.51..0.84 over those seeds): only "above chance" is asserted of it; its
-    # margin is thin at seed 9 (0.508), 0.128 at seeds 0..8.
+    # with 192 + 192 pairs is 0.030, so 0.6 is 3.4 of them above). Measured 0.897 at seed 0,
+    # worst 0.674 over seeds 0..9 (seed 9; margin 0.074). The accuracy at logit 0 is not
+    # asserted: it swings with the learnt bias (0.51..0.84 over those seeds, 0.508 at seed 9),
+    # so any bound on it would rest on rounding, not on what the expert learnt.
     validation = summary["validation"]
     assert validation["auc"] > 0.6, validation
-    assert validation["accuracy"] > 0.5, validation
+    assert validation["pairs"] == 384, validation  # 192 in-sync + 192 off-sync windows
 
 
 def _clip_embeddings(folder: Path, split: Path, clip: int):
