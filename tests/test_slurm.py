@@ -181,16 +181,16 @@ def test_demo_training_through_slurm_matches_a_local_run(cluster, tmp_path):
     # The local run uses the CPUs the SLURM jobs idle away waiting for status checks. --cores 4
     # gives each rule the threads it gets as a SLURM job (--cpus-per-task), so both runs train
     # with the same number of DataLoader workers.
-    local = subprocess.Popen(snakemake_command(*target, "--cores", "4", timeout=420),
+    local = subprocess.Popen(snakemake_command(*target, "--cores", "4", timeout=900),
                              cwd=local_dir, env=workflow_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:
         start = time.monotonic()
         result = run(snakemake_command(*target, "--workflow-profile", str(PROFILE),
-                                       *FAST_POLLING, timeout=420), slurm_dir,
+                                       *FAST_POLLING, timeout=900), slurm_dir,
                      workflow_env(cluster))
         slurm_seconds = time.monotonic() - start
-        local_log, _ = local.communicate(timeout=420)
+        local_log, _ = local.communicate(timeout=900)
     finally:
         if local.poll() is None:
             local.terminate()  # timeout passes SIGTERM on to snakemake, and -k follows up
