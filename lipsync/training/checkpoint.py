@@ -21,6 +21,13 @@ log = get_logger(__name__)
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 
 
+def run_folder(output: str | os.PathLike) -> Path:
+    """Where a network file's checkpoints and logs go: results/syncnet/expert.pt ->
+    results/syncnet/expert/ (beside the file, named after it)."""
+    output = Path(output)
+    return output.parent / output.stem
+
+
 def checkpoint_path(folder: str | os.PathLike, samples: int) -> Path:
     # Zero-padded sample count: names sort in training order.
     return Path(folder) / f"checkpoint-{samples:012d}.pt"

@@ -25,6 +25,7 @@ from lipsync.experts.lipread.dataset import WordSlots, read_clip_mouths
 from lipsync.experts.sync.dataset import held_out_clips
 from lipsync.models import lipreader
 from lipsync.training import checkpoint
+from lipsync.training.checkpoint import run_folder
 from lipsync.training.loop import Trainee, run_training, set_aside_stale_checkpoints
 from lipsync.training.options import OPTIONS as LOOP_OPTIONS
 from lipsync.training.precision import Precision
@@ -55,12 +56,6 @@ OPTIONS = {**{name: dataclasses.replace(option, default=_SCHEDULE[name][0],
            **READER_OPTIONS}
 DEFAULTS = defaults(OPTIONS)
 
-
-def run_folder(output: str | os.PathLike) -> Path:
-    """Where a lip reader's checkpoints and logs go: results/lipreader/lipreader.pt ->
-    results/lipreader/lipreader/."""
-    output = Path(output)
-    return output.parent / output.stem
 
 
 class WordObjective:

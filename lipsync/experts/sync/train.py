@@ -23,6 +23,7 @@ from lipsync.core.logs import get_logger
 from lipsync.core.options import Option, defaults, resolve
 from lipsync.experts.sync.dataset import SyncWindows, expert_inputs, held_out_clips, read_index
 from lipsync.models import syncnet
+from lipsync.training.checkpoint import run_folder
 from lipsync.training.loop import Trainee, run_training, set_aside_stale_checkpoints
 from lipsync.training.options import OPTIONS as LOOP_OPTIONS
 from lipsync.training.precision import Precision
@@ -60,11 +61,6 @@ OPTIONS = {**{name: dataclasses.replace(option, default=_SCHEDULE[name][0],
            **EXPERT_OPTIONS}
 DEFAULTS = defaults(OPTIONS)
 
-
-def run_folder(output: str | os.PathLike) -> Path:
-    """Where an expert's checkpoints and logs go: results/syncnet/expert.pt -> .../expert/."""
-    output = Path(output)
-    return output.parent / output.stem
 
 
 class ExpertObjective:
