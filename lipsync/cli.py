@@ -227,11 +227,11 @@ def _train_arguments(parser):
     _train_arguments
 )
 def _train(args):
-    from lipsync.training import loop as train
+    from lipsync.training import loop
 
-    train.train_run(args.train_set, args.run_dir, args.output, options=args.options,
-                    validation_set=args.validation_set, threads=args.threads,
-                    snapshots_dir=args.snapshots_dir)
+    loop.train_run(args.train_set, args.run_dir, args.output, options=args.options,
+                   validation_set=args.validation_set, threads=args.threads,
+                   snapshots_dir=args.snapshots_dir)
 
 
 def _train_syncnet_arguments(parser):
@@ -437,10 +437,10 @@ def _score_videos_arguments(parser):
 @command("score-videos", "score another system's videos against reference videos")(
     _score_videos_arguments)
 def _score_videos(args):
-    from lipsync.tools import score_videos as videos
+    from lipsync.tools import score_videos
 
-    videos.score_videos(args.generated, args.reference, args.output, options=args.options,
-                        run=args.name, threads=args.threads)
+    score_videos.score_videos(args.generated, args.reference, args.output,
+                              options=args.options, run=args.name, threads=args.threads)
 
 
 # --- analysis: metric sensitivity and agreement ----------------------------------------------
